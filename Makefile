@@ -1,0 +1,43 @@
+# enos-import: one command per everyday task. `make install` first; every target installs if needed.
+VENV    := .venv
+BIN     := $(VENV)/bin
+UV      := $(shell command -v uv 2>/dev/null || echo $(VENV)/bootstrap/bin/uv)
+sources := $(wildcard worker tests bench migrations)
+
+.PHONY: install demo test test-faults lint fmt typecheck simulator bench migrate all clean
+
+all: lint typecheck test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || [ -x $(VENV)/bootstrap/bin/uv ] || \
+		(python3 -m venv $(VENV)/bootstrap && $(VENV)/bootstrap/bin/pip install --quiet "uv==0.13.9")
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python python3.11
+	@touch $@
+
+demo: install
+	$(BIN)/python -m worker.demo
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check $(sources)
+	$(BIN)/ruff format --check $(sources)
+
+fmt: install
+	$(BIN)/ruff format $(sources)
+	$(BIN)/ruff check --fix $(sources)
+
+typecheck: install
+	$(BIN)/mypy
+
+simulator: install
+	$(BIN)/enos-import simulator --seed-demo
+
+bench: install
+	$(BIN)/python -m bench.simulator
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""enos-import: bulk device import for EnOS."""

@@ -1,0 +1,1 @@
+"""A local, faithful stand-in for the EnOS Connection Service API (ASGI, served by uvicorn)."""

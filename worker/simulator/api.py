@@ -1,0 +1,439 @@
+"""The simulated Connection Service: devices and products, with EnOS's rules, limits and codes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from worker.enos.validation import check_create_option
+from worker.simulator.auth import AuthFailure, AuthMode, TokenBook
+from worker.simulator.faults import FaultProfile
+from worker.simulator.responses import (
+    HoldResponse,
+    Reply,
+    ResetResponse,
+    business_error,
+    envelope,
+    gateway_error,
+    html_error,
+)
+from worker.simulator.search import ExpressionError, compile_expression
+from worker.simulator.state import Account, Org, Product, Store, StoredDevice
+
+ItemErrorForm = Literal["coded", "minus1"]
+SEARCH_PAGE_MAX = 200
+
+
+@dataclass
+class SimConfig:
+    auth: AuthMode = "permissive"
+    mixed_code: int = 0  # top-level code when some items fail: 0, or 99206 as other EnOS services
+    item_errors: ItemErrorForm = "coded"  # "minus1": failed items carry code -1 and data null
+
+
+@dataclass
+class Stats:
+    calls: int = 0
+    requests: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    item_errors: Counter[int] = field(default_factory=Counter)
+
+
+class ConnectApi:
+    def __init__(self, store: Store, config: SimConfig, faults: FaultProfile) -> None:
+        self.store = store
+        self.config = config
+        self.faults = faults
+        self.tokens = TokenBook()
+        self.stats = Stats()
+
+    # ------------------------------------------------------------------------------ entry
+    async def devices(self, request: Request) -> Response:
+        return await self._dispatch(request, "devices")
+
+    async def products(self, request: Request) -> Response:
+        return await self._dispatch(request, "products")
+
+    async def _dispatch(self, request: Request, resource: str) -> Response:
+        self.stats.requests += 1
+        body = await request.body()
+        query = request.query_params.multi_items()
+        try:
+            account = self.tokens.account_for(
+                self.store, self.config.auth, dict(request.headers), query, body
+            )
+        except AuthFailure as exc:
+            return gateway_error(401, f"Invalid authentication credentials: {exc}")
+        version = request.path_params["version"]
+        params = dict(query)
+        action = params.get("action")
+        try:
+            if not action:
+                raise Reply(99400, "Invalid Argument action:action is missing")
+            org = self._org(params, account)
+            payload = _json_body(body) if body else {}
+            if resource == "products":
+                return self._products(action, org, params, payload)
+            if action == "batchCreate":
+                return await self._batch_create(version, org, account, payload)
+            if action == "create":
+                return self._create(version, org, account, payload)
+            if action == "get":
+                return self._get_device(version, org, account, params)
+            if action == "search":
+                return self._search_devices(org, payload)
+            if action == "delete":
+                return self._delete(org, params)
+            raise Reply(99400, f"Invalid Argument action: unsupported action {action}")
+        except Reply as reply:
+            return business_error(reply)
+
+    def _org(self, params: dict[str, str], account: Account | None) -> Org:
+        org_id = params.get("orgId")
+        if not org_id:
+            raise Reply(99400, "Invalid Argument orgId: orgId is missing")
+        org = self.store.orgs.get(org_id)
+        if org is None:
+            raise Reply(99400, f"Invalid Argument orgId: orgId {org_id} does not exist")
+        if account is not None and org_id not in account.orgs:
+            raise Reply(99403, f"Denied resource: orgId {org_id}")
+        return org
+
+    # -------------------------------------------------------------------------- batchCreate
+    async def _batch_create(
+        self, version: str, org: Org, account: Account | None, payload: dict[str, Any]
+    ) -> Response:
+        self.stats.calls += 1
+        devices = payload.get("deviceList")
+        if not isinstance(devices, list) or not devices:
+            raise Reply(99400, "Invalid Argument deviceList: deviceList is missing or empty")
+        if len(devices) > self.store.limits.batch_max:
+            raise Reply(
+                99400,
+                "Invalid arguments: the number of devices created by this request "
+                f"({len(devices)}) exceeds the limit for the maximum number of devices created "
+                f"in a single batch ({self.store.limits.batch_max})",
+            )
+        sealer = self._sealer(version, org, account, payload)
+        faults = self.faults
+        delay = faults.delay_s(len(devices))
+        if delay:
+            await asyncio.sleep(delay)
+        fault = faults.draw_call_fault()
+        if fault is not None:
+            self.stats.faults[fault] += 1
+        if fault == "http500":
+            return gateway_error(500, "An unexpected error occurred")
+        if fault == "http503":
+            return html_error(503, "Service Unavailable")
+        if fault == "http429":
+            retry_after = f"{faults.retry_after_s:g}"
+            return gateway_error(429, "API rate limit exceeded", {"Retry-After": retry_after})
+        if fault == "reset_before_commit":
+            return ResetResponse()
+
+        results, created = self._create_all(version, org, devices, sealer)
+        self.store.commit_devices(created)
+
+        if fault == "timeout_after_commit":
+            return HoldResponse()
+        if fault == "reset_after_commit":
+            return ResetResponse()
+        ok = len(created)
+        code, msg = (0, "OK") if ok == len(devices) else (self._mixed())
+        return envelope(code, msg, results, successSize=ok, totalSize=len(devices))
+
+    def _mixed(self) -> tuple[int, str]:
+        if self.config.mixed_code == 0:
+            return 0, "OK"
+        return self.config.mixed_code, "Partial Content Success"
+
+    def _sealer(
+        self, version: str, org: Org, account: Account | None, payload: dict[str, Any]
+    ) -> Any:
+        require = payload.get("requireSecret", False)
+        if not isinstance(require, bool):
+            raise Reply(99400, "Invalid Argument requireSecret: must be a boolean")
+        if not require or version != "v2.4":
+            return None
+        owner = account or next(
+            (a for a in self.store.accounts.values() if org.org_id in a.orgs and a.sealer), None
+        )
+        if owner is None or owner.sealer is None:
+            raise Reply(
+                11858,
+                "Unable to find public key for requireSecret due to there is no RSA key pair "
+                "for the service account",
+            )
+        return owner.sealer
+
+    def _create_all(
+        self, version: str, org: Org, devices: list[Any], sealer: Any
+    ) -> tuple[list[dict[str, Any]], list[StoredDevice]]:
+        store = self.store
+        limits = store.limits
+        faults = self.faults
+        results: list[dict[str, Any]] = []
+        created: list[StoredDevice] = []
+        taken: set[str] = set()
+        per_product: Counter[str] = Counter()
+        org_total = len(org.by_key)
+        now = int(time.time() * 1000)
+        for option in devices:
+            problems = check_create_option(option)
+            if problems:
+                first = problems[0]
+                results.append(
+                    self._fail(99400, f"Invalid Argument {first.field}: {first.message}", option)
+                )
+                continue
+            product_key = option["productKey"]
+            if product_key not in org.products:
+                results.append(self._fail(11611, f"Product not found: {product_key}", option))
+                continue
+            device_key = option.get("deviceKey")
+            if device_key is None:
+                if faults.draw_item11714():
+                    results.append(self._fail(11714, "Generate deviceKey failed", option))
+                    continue
+                device_key = store.new_device_key(org)
+            elif device_key in org.by_key or device_key in taken:
+                results.append(self._fail(11702, "DeviceKey existed", option))
+                continue
+            if org.per_product[product_key] + per_product[product_key] >= limits.product_cap:
+                results.append(self._fail(11739, "Exceed max device size", option))
+                continue
+            if org_total + len(created) >= limits.ou_cap:
+                results.append(
+                    self._fail(
+                        99400,
+                        "Invalid arguments: exceed max device asset size of the organization",
+                        option,
+                    )
+                )
+                continue
+            device = StoredDevice(
+                org.org_id,
+                store.new_asset_id(),
+                product_key,
+                device_key,
+                option["deviceName"],
+                option["timezone"],
+                option.get("deviceDesc"),
+                option.get("deviceAttributes") or {},
+                option.get("deviceTags") or {},
+                store.new_secret(),
+                now,
+                store.next_seq(),
+            )
+            taken.add(device_key)
+            per_product[product_key] += 1
+            created.append(device)
+            results.append(
+                {"code": 0, "msg": "OK", "data": self._create_result(version, device, sealer)}
+            )
+        return results, created
+
+    def _create_result(self, version: str, device: StoredDevice, sealer: Any) -> dict[str, Any]:
+        data = {
+            "assetId": device.asset_id,
+            "productKey": device.product_key,
+            "deviceKey": device.device_key,
+        }
+        if version != "v2.4":
+            data["deviceSecret"] = device.secret  # the older versions return it in clear
+        elif sealer is not None:
+            data["deviceSecret"], data["sessionKey"] = sealer.seal(device.secret)
+        return data
+
+    def _fail(self, code: int, msg: str, option: Any) -> dict[str, Any]:
+        self.stats.item_errors[code] += 1
+        if self.config.item_errors == "minus1":
+            return {"code": -1, "msg": msg, "data": None}
+        data = None
+        if isinstance(option, dict):
+            data = {"productKey": option.get("productKey"), "deviceKey": option.get("deviceKey")}
+        return {"code": code, "msg": msg, "data": data}
+
+    # ------------------------------------------------------------------------- single device
+    def _create(
+        self, version: str, org: Org, account: Account | None, payload: dict[str, Any]
+    ) -> Response:
+        option = {k: v for k, v in payload.items() if k != "requireSecret"}
+        sealer = self._sealer(version, org, account, payload)
+        results, created = self._create_all(version, org, [option], sealer)
+        self.store.commit_devices(created)
+        result = results[0]
+        if result["code"] != 0:
+            raise Reply(result["code"] if result["code"] != -1 else 99400, result["msg"])
+        return envelope(0, "OK", result["data"])
+
+    def _find(self, org: Org, params: dict[str, str]) -> StoredDevice:
+        asset_id = params.get("assetId")
+        if asset_id:
+            device = org.by_asset.get(asset_id)
+        elif params.get("productKey") and params.get("deviceKey"):
+            device = org.by_key.get(params["deviceKey"])
+            if device is not None and device.product_key != params["productKey"]:
+                device = None
+        else:
+            raise Reply(99400, "Invalid Argument: assetId or productKey and deviceKey are required")
+        if device is None:
+            raise Reply(11404, "Device cannot be found")
+        return device
+
+    def _get_device(
+        self, version: str, org: Org, account: Account | None, params: dict[str, str]
+    ) -> Response:
+        device = self._find(org, params)
+        secret: tuple[str, str] | None = None
+        if params.get("requireSecret", "").lower() == "true":
+            sealer = self._sealer(version, org, account, {"requireSecret": True})
+            secret = sealer.seal(device.secret) if sealer is not None else None
+        return envelope(0, "OK", self._device_json(org, device, secret))
+
+    def _search_devices(self, org: Org, payload: dict[str, Any]) -> Response:
+        expression = payload.get("expression")
+        try:
+            matcher = compile_expression(expression) if expression else None
+        except ExpressionError as exc:
+            raise Reply(99400, f"Invalid Argument expression: {exc}") from exc
+        page_no, page_size = _pagination(payload.get("pagination"))
+        ids = matcher(org) if matcher else set(org.by_asset)
+        found = sorted((org.by_asset[a] for a in ids), key=lambda d: d.seq, reverse=True)
+        page = found[(page_no - 1) * page_size : page_no * page_size]
+        return envelope(
+            0,
+            "OK",
+            [self._device_json(org, d, None) for d in page],
+            pagination={
+                "sortedBy": None,
+                "pageNo": page_no,
+                "pageSize": page_size,
+                "totalSize": len(found),
+            },
+        )
+
+    def _delete(self, org: Org, params: dict[str, str]) -> Response:
+        self.store.delete_device(self._find(org, params))
+        return envelope(0, "OK", None)
+
+    def _device_json(
+        self, org: Org, device: StoredDevice, secret: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        product = org.products[device.product_key]
+        data: dict[str, Any] = {
+            "orgId": org.org_id,
+            "assetId": device.asset_id,
+            "modelId": product.model_id,
+            "modelIdPath": f"/{product.model_id}",
+            "productKey": device.product_key,
+            "productName": {"defaultValue": product.name, "i18nValue": {}},
+            "productType": "Device",
+            "dataFormat": "Json",
+            "deviceKey": device.device_key,
+            "deviceName": device.name,
+            "deviceDesc": device.desc,
+            "timezone": device.timezone,
+            "deviceAttributes": device.attributes,
+            "deviceTags": device.tags,
+            "createTime": device.create_time,
+            "activeTime": None,
+            "lastOnlineTime": None,
+            "lastOfflineTime": None,
+            "status": "inactive",
+        }
+        if secret is not None:
+            data["deviceSecret"], data["sessionKey"] = secret
+        return data
+
+    # ------------------------------------------------------------------------------ products
+    def _products(
+        self, action: str, org: Org, params: dict[str, str], payload: dict[str, Any]
+    ) -> Response:
+        if action == "get":
+            product = org.products.get(params.get("productKey", ""))
+            if product is None:
+                raise Reply(11611, "Not found")
+            return envelope(0, "OK", _product_json(product))
+        if action == "search":
+            expression = payload.get("expression")
+            keys = set(org.products)
+            if expression:
+                keys = _product_keys(expression, keys)
+            page_no, page_size = _pagination(payload.get("pagination"))
+            found = sorted(keys)
+            page = found[(page_no - 1) * page_size : page_no * page_size]
+            return envelope(
+                0,
+                "OK",
+                [_product_json(org.products[k]) for k in page],
+                pagination={
+                    "sortedBy": None,
+                    "pageNo": page_no,
+                    "pageSize": page_size,
+                    "totalSize": len(found),
+                },
+            )
+        raise Reply(99400, f"Invalid Argument action: unsupported action {action}")
+
+
+def _product_keys(expression: str, keys: set[str]) -> set[str]:
+    try:
+        matcher = compile_expression(expression)
+    except ExpressionError as exc:
+        raise Reply(99400, f"Invalid Argument expression: {exc}") from exc
+    # Products reuse the device matcher on a synthetic org whose "devices" are the product keys.
+    probe = Org("products")
+    for key in keys:
+        probe.by_key[key] = StoredDevice("products", key, key, key, {}, "", None, {}, {}, "", 0, 0)
+        probe.by_asset[key] = probe.by_key[key]
+    return {probe.by_asset[a].product_key for a in matcher(probe)}
+
+
+def _product_json(product: Product) -> dict[str, Any]:
+    return {
+        "orgId": product.org_id,
+        "productKey": product.product_key,
+        "productName": {"defaultValue": product.name, "i18nValue": {}},
+        "productDesc": None,
+        "productType": "Device",
+        "dataFormat": "Json",
+        "productTags": {},
+        "modelId": product.model_id,
+        "dynamicActiveEnabled": False,
+        "biDirectionalAuth": False,
+        "createTime": product.created,
+    }
+
+
+def _pagination(value: Any) -> tuple[int, int]:
+    if value is None:
+        return 1, 10
+    if not isinstance(value, dict):
+        raise Reply(99400, "Invalid Argument pagination: must be an object")
+    page_no, page_size = value.get("pageNo", 1), value.get("pageSize", 10)
+    if not isinstance(page_no, int) or page_no < 1:
+        raise Reply(99400, "Invalid Argument pagination.pageNo: must be a whole number from 1")
+    if not isinstance(page_size, int) or not 0 < page_size <= SEARCH_PAGE_MAX:
+        raise Reply(99400, f"Invalid Argument pagination.pageSize: must be 1 to {SEARCH_PAGE_MAX}")
+    return page_no, page_size
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Reply(
+            99400, f"Invalid Argument body: not valid JSON ({exc})", http_status=400
+        ) from exc
+    if not isinstance(payload, dict):
+        raise Reply(99400, "Invalid Argument body: must be a JSON object", http_status=400)
+    return payload

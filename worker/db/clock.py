@@ -1,0 +1,36 @@
+"""The database's clock, as epoch seconds, on PostgreSQL and SQLite alike.
+
+Leases and retry times are compared with this clock only, never with a worker's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Double
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+
+class db_epoch(FunctionElement[float]):
+    """``now`` in epoch seconds (with sub-second precision) from the database server."""
+
+    type = Double()
+    inherit_cache = True
+    name = "db_epoch"
+
+
+@compiles(db_epoch, "postgresql")
+def _pg_epoch(element: db_epoch, compiler: Any, **kw: Any) -> str:
+    # clock_timestamp(), not now(): a long transaction must not see time stand still.
+    return "extract(epoch from clock_timestamp())::double precision"
+
+
+@compiles(db_epoch, "sqlite")
+def _sqlite_epoch(element: db_epoch, compiler: Any, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+@compiles(db_epoch)
+def _default_epoch(element: db_epoch, compiler: Any, **kw: Any) -> str:
+    raise NotImplementedError(f"no database clock for {compiler.dialect.name}")

@@ -1,0 +1,191 @@
+"""Tables of the import: a job is split into chunks (one batchCreate each) of items (one device).
+
+Times that the service reasons about (leases, retry schedule) are epoch seconds read from the
+database's own clock (see :mod:`worker.db.clock`), so that workers on hosts with drifting clocks
+agree. Times shown to people are timestamps.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    VALIDATING = "validating"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+FINAL_JOB_STATES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+
+
+class ItemStatus(enum.StrEnum):
+    PENDING = "pending"
+    INVALID = "invalid"
+    CREATED = "created"
+    ADOPTED = "adopted"
+    CONFLICT = "conflict"
+    FAILED = "failed"
+    REVIEW = "review"
+    CANCELLED = "cancelled"
+
+
+ITEM_STATES = tuple(ItemStatus)
+SUCCESS_STATES = frozenset({ItemStatus.CREATED, ItemStatus.ADOPTED})
+
+
+class ChunkStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for next_attempt_at
+    IN_FLIGHT = "in_flight"  # claimed by a worker until lease_expires_at
+    DONE = "done"  # every item is final, or moved to the chunks it was split into
+    CANCELLED = "cancelled"
+
+
+OPEN_CHUNK_STATES = (ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)
+
+
+class KeySource(enum.StrEnum):
+    FILE = "file"  # the operator's deviceKey
+    DERIVED = "derived"  # derived from org, file content hash and line: stable across re-imports
+    PLATFORM = "platform"  # left to EnOS to generate
+
+
+class Job(Base):
+    __tablename__ = "import_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(24), default=JobStatus.QUEUED)
+    org_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(Text)
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    columns: Mapped[list[str] | None] = mapped_column(JSON)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Fencing for intake: a second delivery of the same submit finds the intake claimed.
+    intake_token: Mapped[int] = mapped_column(Integer, default=0)
+    intake_lease_until: Mapped[float | None] = mapped_column(Double)
+    intake_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_import_jobs_status", "status"),)
+
+
+class Chunk(Base):
+    __tablename__ = "import_chunks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.PENDING)
+    size: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fencing_token: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Double, default=0.0)
+    lease_expires_at: Mapped[float | None] = mapped_column(Double)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    # Set when an attempt may have reached EnOS without its answer being recorded: the next
+    # attempt first looks its deviceKeys up.
+    needs_reconcile: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_attempt_at: Mapped[float | None] = mapped_column(Double)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("ix_import_chunks_job_status", "job_id", "status"),
+        Index("ix_import_chunks_status_due", "status", "next_attempt_at"),
+    )
+
+
+class Item(Base):
+    __tablename__ = "import_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    chunk_id: Mapped[int | None] = mapped_column(BigId)
+    line_no: Mapped[int] = mapped_column(Integer)
+    product_key: Mapped[str | None] = mapped_column(String(128))
+    device_key: Mapped[str | None] = mapped_column(String(64))
+    key_source: Mapped[str] = mapped_column(String(8), default=KeySource.FILE)
+    # The CreateOption exactly as it will be sent (JSON text: joined into request bodies as is).
+    payload: Mapped[str | None] = mapped_column(Text)
+    # The input row's own cells, by column name (the results export starts with them).
+    cells: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    asset_id: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # With requireSecret: the ciphertexts exactly as EnOS returned them, never decrypted here.
+    device_secret: Mapped[str | None] = mapped_column(Text)
+    session_key: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    __table_args__ = (
+        Index("uq_import_items_job_line", "job_id", "line_no", unique=True),
+        Index("ix_import_items_job_status", "job_id", "status"),
+        Index("ix_import_items_chunk", "chunk_id"),
+    )
+
+
+class OrgBatchLimit(Base):
+    """What EnOS has shown about an org's batch limit: the largest batch that passed, and the
+    smallest refused with 99400, so later chunks are split before they are sent."""
+
+    __tablename__ = "import_org_batch_limits"
+
+    org_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    largest_ok: Mapped[int] = mapped_column(Integer, default=0)
+    smallest_refused: Mapped[int | None] = mapped_column(Integer)
+
+
+class ServiceBeat(Base):
+    """When periodic duties last ran (the sweeper), so ``status`` can warn when beat is missing."""
+
+    __tablename__ = "import_service_beats"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[float] = mapped_column(Double)

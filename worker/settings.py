@@ -38,6 +38,46 @@ class Settings(BaseSettings):
     read_timeout_s: float = Field(default=60.0, gt=0, description="Longest wait for an answer.")
     verify_tls: bool = Field(default=True, description="Verify the gateway's TLS certificate.")
 
+    # Sending: leases, retries and the schedule they keep in the database.
+    lease_s: float = Field(
+        default=300.0, gt=0, description="How long a claimed chunk is ours (> read timeout)."
+    )
+    visibility_timeout_s: float = Field(
+        default=3600.0, gt=0, description="Redis redelivers an unacked message after this."
+    )
+    max_attempts: int = Field(
+        default=10, ge=1, description="Attempts of a chunk before its rows fail."
+    )
+    max_age_s: float = Field(
+        default=6 * 3600.0, gt=0, description="Age of a chunk after which its rows fail."
+    )
+    backoff_base_s: float = Field(default=1.0, gt=0, description="First retry delay (doubles).")
+    backoff_max_s: float = Field(default=120.0, gt=0, description="Longest retry delay.")
+    republish_after_s: float = Field(
+        default=60.0, gt=0, description="A published chunk not taken by then is published again."
+    )
+    sweep_interval_s: float = Field(default=5.0, gt=0, description="Sweeper period (Celery beat).")
+    window: int = Field(
+        default=0, ge=0, description="Chunks of one job published at once (0: 2 x concurrency)."
+    )
+    key_mode: str = Field(
+        default="derive",
+        pattern="^(derive|platform)$",
+        description="Rows without deviceKey: derive a stable key, or leave it to EnOS.",
+    )
+    redis_url: str = Field(
+        default="", description="Redis for the shared rate budget (default: the broker)."
+    )
+
+    # Intake limits.
+    max_file_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_field_chars: int = Field(default=64 * 1024, gt=0)
+    max_rows: int = Field(default=5_000_000, gt=0)
+    max_columns: int = Field(default=1_000, gt=0)
+
+    # Schedule: nightly imports of the files dropped into an inbox folder.
+    inbox_dir: Path | None = Field(default=None, description="Folder of files for nightly imports.")
+
     # Logs.
     log_format: str = Field(default="auto", pattern="^(auto|console|json)$")
     log_level: str = Field(default="INFO")
@@ -45,7 +85,18 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         self.api_url = self.api_url.rstrip("/")
+        # The timeouts nest, so that a chunk is always recovered by the database lease and
+        # never by a broker redelivery racing a live attempt.
+        if not self.read_timeout_s < self.lease_s < self.visibility_timeout_s:
+            raise ValueError(
+                "timeouts must nest: READ_TIMEOUT_S < LEASE_S < VISIBILITY_TIMEOUT_S "
+                f"(now {self.read_timeout_s} / {self.lease_s} / {self.visibility_timeout_s})"
+            )
         return self
+
+    @property
+    def publish_window(self) -> int:
+        return self.window or 2 * self.max_concurrency
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,8 @@
-"""import jobs, chunks, items and the status views
+"""Import jobs, chunks, items, and the status views
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 03:05:00.658595
+Create Date: 2026-11-26 03:07:29.578504
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def upgrade() -> None:
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            server_default=sa.text("CURRENT_TIMESTAMP"),
             nullable=False,
         ),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
@@ -115,6 +115,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("job_id", sa.String(length=36), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -139,6 +140,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_import_chunks_status_due", ["status", "next_attempt_at"], unique=False
         )
+        batch_op.create_index("uq_import_chunks_job_seq", ["job_id", "seq"], unique=True)
 
     op.create_table(
         "import_items",
@@ -149,7 +151,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("job_id", sa.String(length=36), nullable=False),
-        sa.Column("chunk_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("chunk_seq", sa.Integer(), nullable=True),
         sa.Column("line_no", sa.Integer(), nullable=False),
         sa.Column("product_key", sa.String(length=128), nullable=True),
         sa.Column("device_key", sa.String(length=64), nullable=True),
@@ -161,12 +163,13 @@ def upgrade() -> None:
         sa.Column("error_code", sa.Integer(), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("retryable", sa.Boolean(), nullable=False),
         sa.Column("device_secret", sa.Text(), nullable=True),
         sa.Column("session_key", sa.Text(), nullable=True),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
-            server_default=sa.text("(CURRENT_TIMESTAMP)"),
+            server_default=sa.text("CURRENT_TIMESTAMP"),
             nullable=False,
         ),
         sa.ForeignKeyConstraint(
@@ -178,7 +181,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_import_items")),
     )
     with op.batch_alter_table("import_items", schema=None) as batch_op:
-        batch_op.create_index("ix_import_items_chunk", ["chunk_id"], unique=False)
+        batch_op.create_index("ix_import_items_job_chunk", ["job_id", "chunk_seq"], unique=False)
         batch_op.create_index("ix_import_items_job_status", ["job_id", "status"], unique=False)
         batch_op.create_index("uq_import_items_job_line", ["job_id", "line_no"], unique=True)
 
@@ -192,10 +195,11 @@ def downgrade() -> None:
     with op.batch_alter_table("import_items", schema=None) as batch_op:
         batch_op.drop_index("uq_import_items_job_line")
         batch_op.drop_index("ix_import_items_job_status")
-        batch_op.drop_index("ix_import_items_chunk")
+        batch_op.drop_index("ix_import_items_job_chunk")
 
     op.drop_table("import_items")
     with op.batch_alter_table("import_chunks", schema=None) as batch_op:
+        batch_op.drop_index("uq_import_chunks_job_seq")
         batch_op.drop_index("ix_import_chunks_status_due")
         batch_op.drop_index("ix_import_chunks_job_status")
 

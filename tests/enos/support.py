@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-
 from worker.enos.client import EnosClient
 from worker.enos.models import CreateOption
 
@@ -50,7 +49,7 @@ def envelope(code: int = 0, msg: str = "OK", data: Any = None, **extra: Any) -> 
     )
 
 
-def created(device: dict[str, Any], asset_id: str) -> dict[str, Any]:
+def created(device: Mapping[str, Any], asset_id: str) -> dict[str, Any]:
     """A successful EnosBatchEachData item for ``device``."""
     data = {"assetId": asset_id, "productKey": device["productKey"]}
     data["deviceKey"] = device.get("deviceKey") or f"gen-{asset_id}"
@@ -121,12 +120,12 @@ class FakeEnos:
         assert isinstance(body["timestamp"], int)
         expected = sha256_hex(f"{self.app_key}{body['timestamp']}{self.app_secret}")
         assert body["encryption"] == expected, "token request with a wrong encryption"
-        if self.token_answers:
-            return self.token_answers.pop(0)
         # Like EnOS, refuse a repeated encryption (the same timestamp twice).
         if body["encryption"] in self._seen_encryptions:
             return token_answer(1001, "repeated request")
         self._seen_encryptions.add(body["encryption"])
+        if self.token_answers:
+            return self.token_answers.pop(0)
         if request.url.path.endswith("/refresh"):
             token = body["accessToken"]
             assert self.issued.get(token, 0) > self.clock(), "refresh of an unknown/expired token"
@@ -144,9 +143,7 @@ class FakeEnos:
         assert self.clock() < self.issued[token], "an API call with an expired token"
         params = "".join(f"{k}{v}" for k, v in sorted(request.url.params.multi_items()))
         sign_data = (
-            f"{token}{params}".encode()
-            + request.content
-            + f"{timestamp}{self.app_secret}".encode()
+            f"{token}{params}".encode() + request.content + f"{timestamp}{self.app_secret}".encode()
         )
         assert signature == hashlib.sha256(sign_data).hexdigest(), "wrong apim-signature"
 

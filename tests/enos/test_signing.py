@@ -6,7 +6,6 @@ import hashlib
 
 import httpx
 import pytest
-
 from worker.enos.signing import request_signature, token_encryption
 
 # The worked example of "Invoke API with access token": URL …/m/v1/b?k3=v3&k1=v1&k2=v2.
@@ -59,7 +58,7 @@ def test_request_signature_without_query_or_body() -> None:
 def test_token_encryption_is_the_documented_sha256() -> None:
     app_key = "5acb82e7-a11e-4300-9164-c8b20b638e8b"
     app_secret = "8e7d6c5b-4a39-4281-9f0e-d1c2b3a4f5e6"
-    expected = hashlib.sha256(f"{app_key}{TIMESTAMP}{app_secret}".encode("utf-8")).hexdigest()
+    expected = hashlib.sha256(f"{app_key}{TIMESTAMP}{app_secret}".encode()).hexdigest()
     encryption = token_encryption(app_key, TIMESTAMP, app_secret)
     assert encryption == expected
     assert encryption == encryption.lower() and len(encryption) == 64

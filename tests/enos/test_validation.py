@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from worker.enos.validation import (
     Problem,
     check_create_option,
@@ -89,19 +88,34 @@ def test_not_an_object() -> None:
     assert check_create_option(["pk"]) == [Problem("device", "must be an object, got array")]
 
 
-@pytest.mark.parametrize(
-    ("key", "ok"),
-    [("abcd", True), ("a" * 64, True), ("A-b_c.9", True), ("abc", False), ("a" * 65, False)]
-    + [("with space", False), ("ключ", False), ("a/bcd", False)],
-)
+DEVICE_KEYS = [
+    ("abcd", True),
+    ("a" * 64, True),
+    ("A-b_c.9", True),
+    ("abc", False),
+    ("a" * 65, False),
+    ("with space", False),
+    ("ключ", False),
+    ("a/bcd", False),
+]
+TIMEZONES = [
+    ("+08:00", True),
+    ("-05:00", True),
+    ("+14:00", True),
+    ("America/Los_Angeles", True),
+    ("+8:00", False),
+    ("+15:00", False),
+    ("Z", False),
+    ("UTC+08:00", False),
+    ("Mars/Base", False),
+]
+
+
+@pytest.mark.parametrize(("key", "ok"), DEVICE_KEYS)
 def test_device_key_rule(key: str, ok: bool) -> None:
     assert is_valid_device_key(key) is ok
 
 
-@pytest.mark.parametrize(
-    ("zone", "ok"),
-    [("+08:00", True), ("-05:00", True), ("+14:00", True), ("America/Los_Angeles", True)]
-    + [("+8:00", False), ("+15:00", False), ("Z", False), ("UTC+08:00", False), ("Mars/Base", False)],
-)
+@pytest.mark.parametrize(("zone", "ok"), TIMEZONES)
 def test_timezone_rule(zone: str, ok: bool) -> None:
     assert is_valid_timezone(zone) is ok

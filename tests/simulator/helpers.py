@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import orjson
-
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET, DEMO_ORG
 
 ORG = DEMO_ORG

@@ -127,7 +127,9 @@ class TestDeviceName:
     def test_an_empty_i18n_value_as_in_the_samples_is_accepted(
         self, sim_http: httpx.Client
     ) -> None:
-        assert_accepted(sim_http, device("dev-0001", deviceName={"defaultValue": "P", "i18nValue": {}}))
+        assert_accepted(
+            sim_http, device("dev-0001", deviceName={"defaultValue": "P", "i18nValue": {}})
+        )
 
 
 def tags(count: int) -> dict[str, str]:
@@ -238,7 +240,11 @@ class TestItemResults:
 
     def test_one_batch_may_target_several_products(self, sim_http: httpx.Client) -> None:
         answer = batch_create(
-            sim_http, [device("multi-0001", product="yourProductKey"), device("multi-0002", product="yourProductKey2")]
+            sim_http,
+            [
+                device("multi-0001", product="yourProductKey"),
+                device("multi-0002", product="yourProductKey2"),
+            ],
         ).json()
         assert [item["data"]["productKey"] for item in answer["data"]] == [
             "yourProductKey",

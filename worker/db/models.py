@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     func,
 )
@@ -118,6 +119,7 @@ class Chunk(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.PENDING)
     size: Mapped[int] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -133,6 +135,7 @@ class Chunk(Base):
     published_at: Mapped[float | None] = mapped_column(Double)
 
     __table_args__ = (
+        Index("uq_import_chunks_job_seq", "job_id", "seq", unique=True),
         Index("ix_import_chunks_job_status", "job_id", "status"),
         Index("ix_import_chunks_status_due", "status", "next_attempt_at"),
     )
@@ -143,7 +146,7 @@ class Item(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"))
-    chunk_id: Mapped[int | None] = mapped_column(BigId)
+    chunk_seq: Mapped[int | None] = mapped_column(Integer)
     line_no: Mapped[int] = mapped_column(Integer)
     product_key: Mapped[str | None] = mapped_column(String(128))
     device_key: Mapped[str | None] = mapped_column(String(64))
@@ -157,6 +160,9 @@ class Item(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A failed row that ``enos-import retry`` sends again (it gave up on transient errors, its job
+    # failed as a whole, or it was never sent); validation errors and refusals are not retried.
+    retryable: Mapped[bool] = mapped_column(Boolean, default=False)
     # With requireSecret: the ciphertexts exactly as EnOS returned them, never decrypted here.
     device_secret: Mapped[str | None] = mapped_column(Text)
     session_key: Mapped[str | None] = mapped_column(Text)
@@ -167,7 +173,7 @@ class Item(Base):
     __table_args__ = (
         Index("uq_import_items_job_line", "job_id", "line_no", unique=True),
         Index("ix_import_items_job_status", "job_id", "status"),
-        Index("ix_import_items_chunk", "chunk_id"),
+        Index("ix_import_items_job_chunk", "job_id", "chunk_seq"),
     )
 
 
@@ -189,3 +195,13 @@ class ServiceBeat(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_run_at: Mapped[float] = mapped_column(Double)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+# The tables, for Core statements on the hot paths (bulk writes, claims).
+JOBS = _table(Job)
+CHUNKS = _table(Chunk)
+ITEMS = _table(Item)

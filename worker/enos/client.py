@@ -3,7 +3,7 @@
 Every library exception and every EnOS answer that is not a success is translated here, once,
 into the error tree of :mod:`worker.enos.errors`. The client never retries a call on its own
 (the import decides, from the class), except that it fetches a token again once when EnOS
-refuses the current one.
+refuses the current one, or the token service refuses to give one.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class EnosClient:
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lifetime = 0.0
+        self._token_timestamp_ms = 0
 
     # ----------------------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -228,25 +229,28 @@ class EnosClient:
         self, method: str, path: str, params: dict[str, str], body: Any | None
     ) -> dict[str, Any]:
         content = orjson.dumps(body) if body is not None else b""
+        token: str | None = None
         for attempt in range(2):
-            token = self._access_token()
-            timestamp = int(self._clock() * 1000)
-            signature = request_signature(
-                token, params.items(), content, timestamp, self._secret.get_secret_value()
-            )
-            headers = {
-                "apim-accesstoken": token,
-                "apim-signature": signature,
-                "apim-timestamp": str(timestamp),
-                "Content-Type": "application/json;charset=UTF-8",
-            }
-            response = self._send(method, path, params, content, headers)
+            # A refused token, or a refusal of the token service itself, earns one fresh try.
             try:
+                token = self._access_token()
+                timestamp = int(self._clock() * 1000)
+                signature = request_signature(
+                    token, params.items(), content, timestamp, self._secret.get_secret_value()
+                )
+                headers = {
+                    "apim-accesstoken": token,
+                    "apim-signature": signature,
+                    "apim-timestamp": str(timestamp),
+                    "Content-Type": "application/json;charset=UTF-8",
+                }
+                response = self._send(method, path, params, content, headers)
                 return _interpret(response)
             except errors.AuthError:
                 if attempt:
                     raise
-                self._forget_token(token)
+                if token is not None:
+                    self._forget_token(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(
@@ -295,7 +299,11 @@ class EnosClient:
                 self._token = None
 
     def _fetch_token(self, path: str, extra: dict[str, str]) -> None:
-        timestamp = int(self._clock() * 1000)
+        # The token service refuses a repeated ``encryption`` (1001), and the encryption depends
+        # only on the timestamp: two token requests in one millisecond (a refresh refused, then a
+        # get) must not carry the same one.
+        timestamp = max(int(self._clock() * 1000), self._token_timestamp_ms + 1)
+        self._token_timestamp_ms = timestamp
         body = {
             "appKey": self._access_key,
             "encryption": token_encryption(
@@ -347,7 +355,8 @@ def _interpret(response: httpx.Response) -> dict[str, Any]:
         raise errors.AuthError(
             f"EnOS refused the credentials: {_gateway_message(response)}", http_status=401
         )
-    _raise_for_gateway_status(response)
+    if _business_code(response) is None:
+        _raise_for_gateway_status(response)
     answer = _json_object(response)
     if answer.get("apim_status") in (4011, 4012):
         raise errors.AuthError("EnOS refused the access token", code=answer["apim_status"])
@@ -371,6 +380,24 @@ def _interpret(response: httpx.Response) -> dict[str, Any]:
     if code // 100 == 995:
         raise errors.TransientError(message, code=code)
     raise errors.PermanentError(message, code=code)
+
+
+def _business_code(response: httpx.Response) -> int | None:
+    """The EnOS error code of a 4xx answer whose body is an envelope, else ``None``.
+
+    EnOS does not document the HTTP status of business errors (200 is inferred): a 99400 or a
+    99404 that comes with a 400 or a 404 must still be judged by its code.
+    """
+    if not 400 <= response.status_code < 500 or response.status_code in (401, 429):
+        return None
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, int) or isinstance(code, bool) or code in _OK_CODES:
+        return None
+    return code
 
 
 def _raise_for_gateway_status(response: httpx.Response) -> None:

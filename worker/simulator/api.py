@@ -147,6 +147,9 @@ class ConnectApi:
         if fault == "reset_after_commit":
             return ResetResponse()
         ok = len(created)
+        if ok < len(devices) and self.config.item_errors == "minus1":
+            # The other item form EnOS documents; applied here, so Create Device keeps its code.
+            results = [r if r["code"] == 0 else _minus1(r) for r in results]
         code, msg = (0, "OK") if ok == len(devices) else (self._mixed())
         return envelope(code, msg, results, successSize=ok, totalSize=len(devices))
 
@@ -255,8 +258,6 @@ class ConnectApi:
 
     def _fail(self, code: int, msg: str, option: Any) -> dict[str, Any]:
         self.stats.item_errors[code] += 1
-        if self.config.item_errors == "minus1":
-            return {"code": -1, "msg": msg, "data": None}
         data = None
         if isinstance(option, dict):
             data = {"productKey": option.get("productKey"), "deviceKey": option.get("deviceKey")}
@@ -272,7 +273,7 @@ class ConnectApi:
         self.store.commit_devices(created)
         result = results[0]
         if result["code"] != 0:
-            raise Reply(result["code"] if result["code"] != -1 else 99400, result["msg"])
+            raise Reply(result["code"], result["msg"])
         return envelope(0, "OK", result["data"])
 
     def _find(self, org: Org, params: dict[str, str]) -> StoredDevice:
@@ -293,6 +294,10 @@ class ConnectApi:
         self, version: str, org: Org, account: Account | None, params: dict[str, str]
     ) -> Response:
         device = self._find(org, params)
+        if version != "v2.4":
+            data = self._device_json(org, device, None)
+            data["deviceSecret"] = device.secret  # the older versions return it in clear
+            return envelope(0, "OK", data)
         secret: tuple[str, str] | None = None
         if params.get("requireSecret", "").lower() == "true":
             sealer = self._sealer(version, org, account, {"requireSecret": True})
@@ -383,6 +388,10 @@ class ConnectApi:
                 },
             )
         raise Reply(99400, f"Invalid Argument action: unsupported action {action}")
+
+
+def _minus1(result: dict[str, Any]) -> dict[str, Any]:
+    return {"code": -1, "msg": result["msg"], "data": None}
 
 
 def _product_keys(expression: str, keys: set[str]) -> set[str]:

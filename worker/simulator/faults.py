@@ -70,6 +70,8 @@ class FaultProfile:
         for key, value in values.items():
             if key not in known:
                 raise FaultSpecError(f"unknown fault {key!r}; known: {', '.join(known)}")
+            if key == "seed" and value is None:
+                continue  # no seed, as as_dict() shows it
             try:
                 kwargs[key] = int(value) if key == "seed" else float(value)
             except (TypeError, ValueError) as exc:

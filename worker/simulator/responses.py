@@ -6,7 +6,7 @@ import asyncio
 import socket
 import struct
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.responses import Response
@@ -83,7 +83,11 @@ class HoldResponse(Response):
 
 def _transport(scope: Scope) -> asyncio.Transport | None:
     transport = scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
-    return transport if isinstance(transport, asyncio.Transport) else None
+    # Checked by its methods: uvloop's transports (the server's loop) do not derive from
+    # asyncio.Transport, and an isinstance check would turn every reset into an HTTP 500.
+    if transport is None or not callable(getattr(transport, "abort", None)):
+        return None
+    return cast(asyncio.Transport, transport)
 
 
 async def reset_connection(scope: Scope) -> None:

@@ -119,5 +119,8 @@ def _leaf(name: str, values: set[str]) -> Matcher:
     return lambda org: {d.asset_id for d in org.by_key.values() if d.product_key in values}
 
 
-def compile_expression(text: str) -> Matcher:
+def compile_expression(text: object) -> Matcher:
+    if not isinstance(text, str):
+        # It comes straight from a JSON body: a number or an object is the caller's mistake.
+        raise ExpressionError(f"must be a string, got {type(text).__name__}")
     return _Parser(text).parse()

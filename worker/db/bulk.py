@@ -1,0 +1,70 @@
+"""Writing many rows at once: COPY on PostgreSQL, executemany elsewhere.
+
+The intake writes every input row and the sender every outcome; one round trip per device would
+dominate the service's CPU, so these are the only ways rows reach the database in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Text, bindparam, insert, update
+from sqlalchemy.orm import Session
+
+from worker.db.models import ITEMS
+
+ITEM_COLUMNS = (
+    "job_id", "chunk_seq", "line_no", "product_key", "device_key", "key_source", "payload",
+    "cells", "status", "error_code", "error_message", "attempts", "retryable",
+)  # fmt: skip
+
+
+def insert_items(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Inserts item rows given as tuples in ``ITEM_COLUMNS`` order (``cells`` as JSON text)."""
+    if not rows:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            sql = f"COPY import_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN"
+            with cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    table = ITEMS
+    # ``cells`` arrives as JSON text: bypass the JSON type's own serialisation.
+    params = [dict(zip(ITEM_COLUMNS, row, strict=True)) for row in rows]
+    statement = insert(table).values(cells=bindparam("cells_text", type_=Text()))
+    session.connection().execute(statement, _rename(params))
+
+
+def _rename(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for row in params:
+        row["cells_text"] = row.pop("cells")
+    return params
+
+
+OUTCOME_FIELDS = (
+    "status", "asset_id", "error_code", "error_message", "attempts", "retryable",
+    "device_secret", "session_key",
+)  # fmt: skip
+
+
+def update_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> None:
+    """Writes item outcomes; each dict has ``item_id`` and every field of ``OUTCOME_FIELDS``."""
+    if not outcomes:
+        return
+    table = ITEMS
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("item_id"))
+        .values({name: bindparam(f"v_{name}") for name in OUTCOME_FIELDS})
+    )
+    params = [
+        {"item_id": o["item_id"], **{f"v_{name}": o[name] for name in OUTCOME_FIELDS}}
+        for o in outcomes
+    ]
+    session.connection().execute(statement, params)

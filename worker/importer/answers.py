@@ -1,0 +1,146 @@
+"""What EnOS's answers mean for each row: one attempt at one chunk, gathered before it is written.
+
+DESIGN's table, item by item: created → ``created``; 11702 → look the device up by deviceKey
+(same productKey and ``deviceName.defaultValue`` → ``adopted``, else ``conflict``); 11714 → that
+row again; 11739 → ``failed``, and the rest of that product is not sent; 11858 → the job fails;
+anything else → ``failed`` with EnOS's code and message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from worker.db.models import ItemStatus, KeySource
+from worker.enos.client import EnosClient
+from worker.enos.models import (
+    DEVICE_KEY_EXISTED,
+    GENERATE_KEY_FAILED,
+    INVALID_ARGUMENTS,
+    PRODUCT_FULL,
+    BatchResult,
+    Device,
+    ItemKind,
+)
+from worker.importer.chunks import PendingItem
+
+NO_KEY_MESSAGE = (
+    "the answer to an earlier attempt was lost and EnOS generates this row's deviceKey, so it "
+    "cannot be told whether the device was created: check EnOS before sending it again"
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str
+    asset_id: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    retryable: bool = False
+    device_secret: str | None = field(default=None, repr=False)
+    session_key: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class Answers:
+    """Outcomes gathered for the rows of one chunk attempt."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    sent: set[int] = field(default_factory=set)
+    full_products: dict[str, str] = field(default_factory=dict)
+    job_error: str | None = None
+    last_error: str | None = None
+    created: int = 0
+
+    def reconcile(self, client: EnosClient, org_id: str, items: list[PendingItem]) -> None:
+        """Before sending again after a lost answer: rows whose device exists are settled."""
+        keyed = [item for item in items if item.device_key]
+        found = client.find_devices(org_id, [item.device_key or "" for item in keyed])
+        for item in keyed:
+            device = found.get(item.device_key or "")
+            if device is not None:
+                self.outcomes[item.id] = settle_existing(item, device)
+        for item in items:
+            if item.key_source == KeySource.PLATFORM:
+                self.outcomes[item.id] = Outcome(ItemStatus.REVIEW, error_message=NO_KEY_MESSAGE)
+
+    def apply(self, result: BatchResult, items: list[PendingItem]) -> list[PendingItem]:
+        """Reads a batchCreate answer (matched by position); returns the rows EnOS says exist."""
+        exists: list[PendingItem] = []
+        self.sent.update(item.id for item in items)
+        for item, answer in zip(items, result.items, strict=True):
+            kind = answer.kind
+            if kind is ItemKind.CREATED:
+                self.created += 1
+                self.outcomes[item.id] = Outcome(
+                    ItemStatus.CREATED,
+                    asset_id=answer.asset_id,
+                    device_secret=answer.device_secret,
+                    session_key=answer.session_key,
+                )
+            elif kind is ItemKind.EXISTS:
+                exists.append(item)
+            elif kind is ItemKind.RETRY:
+                self.last_error = f"{GENERATE_KEY_FAILED}: {answer.message}"
+            elif kind is ItemKind.PRODUCT_FULL:
+                message = f"{answer.message} (product {item.product_key} is full)"
+                self.outcomes[item.id] = Outcome(
+                    ItemStatus.FAILED, error_code=PRODUCT_FULL, error_message=message
+                )
+                self.full_products[item.product_key] = message
+            elif kind is ItemKind.NO_PUBLIC_KEY:
+                self.job_error = no_public_key_message(answer.message)
+            else:
+                self.outcomes[item.id] = Outcome(
+                    ItemStatus.FAILED,
+                    error_code=answer.error_code,
+                    error_message=answer.message or "refused by EnOS without a message",
+                )
+        return exists
+
+    def resolve_existing(self, client: EnosClient, org_id: str, items: list[PendingItem]) -> None:
+        """11702: the deviceKey is taken; adopt the device if it is the one the row describes."""
+        found = client.find_devices(org_id, [item.device_key or "" for item in items])
+        for item in items:
+            device = found.get(item.device_key or "")
+            if device is None:
+                # EnOS reads lag its writes by about two seconds: look again next attempt.
+                self.last_error = f"{DEVICE_KEY_EXISTED}: deviceKey {item.device_key} not found yet"
+                continue
+            self.outcomes[item.id] = settle_existing(item, device)
+
+    def fail_single(self, item: PendingItem, message: str) -> None:
+        self.sent.add(item.id)
+        self.outcomes[item.id] = Outcome(
+            ItemStatus.FAILED, error_code=INVALID_ARGUMENTS, error_message=message
+        )
+
+
+def settle_existing(item: PendingItem, device: Device) -> Outcome:
+    wanted = _default_name(item.payload)
+    if device.product_key == item.product_key and device.default_name == wanted:
+        return Outcome(ItemStatus.ADOPTED, asset_id=device.asset_id)
+    return Outcome(
+        ItemStatus.CONFLICT,
+        asset_id=None,
+        error_code=DEVICE_KEY_EXISTED,
+        error_message=(
+            f"deviceKey {item.device_key} belongs to another device (assetId {device.asset_id}, "
+            f"product {device.product_key}, name {device.default_name!r})"
+        ),
+    )
+
+
+def _default_name(payload: str) -> Any:
+    option = orjson.loads(payload)
+    return (option.get("deviceName") or {}).get("defaultValue")
+
+
+def no_public_key_message(message: str) -> str:
+    return (
+        f"{message}: requireSecret needs an RSA key pair for the service account; create it in "
+        "the EnOS console (Identity and Access Management > Service Account > RSA Key Pairs), "
+        "or import without --require-secret"
+    )

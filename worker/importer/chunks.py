@@ -1,0 +1,190 @@
+"""Chunks: claimed with a lease and a fencing token, published in a bounded window.
+
+The database is the queue; a Celery message only says "look at chunk 42". A delivery that finds
+nothing to claim (a duplicate, a late copy, a chunk not due yet) does nothing. The sweeper and the
+end of every chunk publish the next due chunks of a job, at most ``window`` at a time, so that a
+lost message delays a chunk but never loses it and the broker never holds a job's whole plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from worker.db.clock import db_epoch
+from worker.db.models import CHUNKS, ITEMS, ChunkStatus, ItemStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    chunk_id: int
+    job_id: str
+    seq: int
+    token: int
+    attempts: int
+    needs_reconcile: bool
+    first_attempt_at: float
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    id: int
+    line: int
+    product_key: str
+    device_key: str | None
+    key_source: str
+    payload: str
+    attempts: int
+
+
+def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim | None:
+    """Takes the chunk if it is due, or if its last holder's lease ran out; else ``None``.
+
+    Taking over an expired lease means the earlier attempt may have reached EnOS without its
+    answer being written, so the new attempt must reconcile first.
+    """
+    now = db_epoch()
+    statement = (
+        update(CHUNKS)
+        .where(
+            CHUNKS.c.id == chunk_id,
+            or_(
+                and_(CHUNKS.c.status == ChunkStatus.PENDING, CHUNKS.c.next_attempt_at <= now),
+                and_(CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status=ChunkStatus.IN_FLIGHT,
+            fencing_token=CHUNKS.c.fencing_token + 1,
+            attempts=CHUNKS.c.attempts + 1,
+            lease_expires_at=now + lease_s,
+            lease_owner=owner,
+            needs_reconcile=or_(CHUNKS.c.needs_reconcile, CHUNKS.c.status == ChunkStatus.IN_FLIGHT),
+            first_attempt_at=func.coalesce(CHUNKS.c.first_attempt_at, now),
+        )
+        .returning(
+            CHUNKS.c.job_id,
+            CHUNKS.c.seq,
+            CHUNKS.c.fencing_token,
+            CHUNKS.c.attempts,
+            CHUNKS.c.needs_reconcile,
+            CHUNKS.c.first_attempt_at,
+            now,
+        )
+    )
+    row = session.connection().execute(statement).first()
+    if row is None:
+        return None
+    return Claim(chunk_id, row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+
+def pending_items(session: Session, job_id: str, seq: int) -> list[PendingItem]:
+    rows = session.connection().execute(
+        select(
+            ITEMS.c.id,
+            ITEMS.c.line_no,
+            ITEMS.c.product_key,
+            ITEMS.c.device_key,
+            ITEMS.c.key_source,
+            ITEMS.c.payload,
+            ITEMS.c.attempts,
+        )
+        .where(
+            ITEMS.c.job_id == job_id,
+            ITEMS.c.chunk_seq == seq,
+            ITEMS.c.status == ItemStatus.PENDING,
+        )
+        .order_by(ITEMS.c.line_no)
+    )
+    return [PendingItem(*row) for row in rows]
+
+
+def fenced(session: Session, claim: Claim, **values: object) -> bool:
+    """Updates the chunk only while ``claim`` still holds it; ``False`` means another attempt
+    took the chunk over and everything this attempt wrote must be rolled back."""
+    result = session.connection().execute(
+        update(CHUNKS)
+        .where(CHUNKS.c.id == claim.chunk_id, CHUNKS.c.fencing_token == claim.token)
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+def publish_due(session: Session, job_id: str, window: int, republish_after_s: float) -> list[int]:
+    """Marks up to ``window`` minus the chunks already out as published; returns their ids.
+
+    A chunk is out when it is held under a live lease, or was published recently and not yet
+    taken. Due chunks never published, published long ago (the message may be lost), or whose
+    holder's lease ran out are candidates, oldest first.
+    """
+    now = db_epoch()
+    fresh = CHUNKS.c.published_at >= now - republish_after_s
+    out = (
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                CHUNKS.c.job_id == job_id,
+                or_(
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
+                    ),
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.PENDING,
+                        CHUNKS.c.published_at.is_not(None),
+                        fresh,
+                    ),
+                ),
+            )
+        )
+        .scalar_one()
+    )
+    room = window - int(out)
+    if room <= 0:
+        return []
+    candidates = (
+        select(CHUNKS.c.id)
+        .where(
+            CHUNKS.c.job_id == job_id,
+            or_(
+                and_(
+                    CHUNKS.c.status == ChunkStatus.PENDING,
+                    CHUNKS.c.next_attempt_at <= now,
+                    or_(CHUNKS.c.published_at.is_(None), ~fresh),
+                ),
+                and_(CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at < now),
+            ),
+        )
+        .order_by(CHUNKS.c.seq)
+        .limit(room)
+    )
+    ids = [row[0] for row in session.connection().execute(candidates)]
+    if ids:
+        session.connection().execute(
+            update(CHUNKS).where(CHUNKS.c.id.in_(ids)).values(published_at=now)
+        )
+    return ids
+
+
+def open_chunks(session: Session, job_id: str) -> int:
+    return int(
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                CHUNKS.c.job_id == job_id,
+                CHUNKS.c.status.in_((ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)),
+            )
+        )
+        .scalar_one()
+    )
+
+
+def next_seq(session: Session, job_id: str) -> int:
+    top = (
+        session.connection()
+        .execute(select(func.max(CHUNKS.c.seq)).where(CHUNKS.c.job_id == job_id))
+        .scalar_one()
+    )
+    return int(top) + 1 if top is not None else 0

@@ -1,0 +1,355 @@
+"""Sending one chunk: claim it, reconcile if an earlier answer was lost, call batchCreate, and
+write every outcome with the chunk's new state in one transaction that commits only if the
+fencing token is still ours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from worker.db.bulk import update_outcomes
+from worker.db.models import (
+    CHUNKS,
+    ITEMS,
+    JOBS,
+    ChunkStatus,
+    ItemStatus,
+    JobStatus,
+    OrgBatchLimit,
+)
+from worker.db.session import Database
+from worker.enos import errors
+from worker.enos.client import EnosClient
+from worker.importer import chunks, jobs
+from worker.importer.answers import Answers, no_public_key_message
+from worker.importer.backoff import retry_delay
+from worker.importer.budget import RateBudget
+from worker.importer.chunks import Claim, PendingItem
+from worker.logs import get_logger
+from worker.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class SendContext:
+    """What a worker process holds for sending: one of each, created once per process."""
+
+    db: Database
+    client: EnosClient
+    settings: Settings
+    budget: RateBudget
+    owner: str
+
+
+@dataclass
+class SendReport:
+    """What became of one delivery; ``publish`` are chunk ids to publish after commit."""
+
+    claimed: bool
+    chunk_state: str | None = None
+    job_id: str | None = None
+    job_state: str | None = None
+    publish: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """The decision of one attempt, written by ``_commit``."""
+
+    answers: Answers = field(default_factory=Answers)
+    split: list[list[PendingItem]] = field(default_factory=list)
+    delay: float | None = None
+    reconcile_next: bool = False
+    error: str | None = None
+    ok_size: int | None = None
+    refused_size: int | None = None
+
+
+def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
+    with ctx.db.begin() as session:
+        claim = chunks.claim(session, chunk_id, ctx.owner, ctx.settings.lease_s)
+    if claim is None:
+        return SendReport(claimed=False)
+    bound = log.bind(job_id=claim.job_id, chunk_id=chunk_id, attempt=claim.attempts)
+    with ctx.db.begin() as session:
+        job = session.execute(
+            select(JOBS.c.status, JOBS.c.org_id, JOBS.c.options).where(JOBS.c.id == claim.job_id)
+        ).one()
+        items = chunks.pending_items(session, claim.job_id, claim.seq)
+        limit = session.get(OrgBatchLimit, job.org_id)
+        refused = limit.smallest_refused if limit else None
+        largest_ok = limit.largest_ok if limit else 0
+
+    plan = _Plan()
+    if job.status == JobStatus.RUNNING and items:
+        _attempt(ctx, claim, job.org_id, job.options or {}, items, plan, refused, largest_ok)
+
+    with ctx.db.begin() as session:
+        state = _commit(session, ctx.settings, claim, job.status, items, plan)
+        if state is None:
+            bound.warning("chunk.fenced_out")
+            return SendReport(claimed=True, job_id=claim.job_id)
+    bound.info(
+        "chunk.sent" if state == ChunkStatus.DONE else "chunk.retry",
+        chunk_state=state,
+        devices=len(items),
+        created=plan.answers.created,
+        delay_s=plan.delay,
+        error=plan.error,
+    )
+    report = SendReport(claimed=True, chunk_state=state, job_id=claim.job_id)
+    with ctx.db.begin() as session:
+        report.job_state = jobs.finish_if_done(session, claim.job_id)
+        report.publish = chunks.publish_due(
+            session, claim.job_id, ctx.settings.publish_window, ctx.settings.republish_after_s
+        )
+    if report.job_state:
+        log.info("job.finished", job_id=claim.job_id, status=report.job_state)
+    return report
+
+
+def _attempt(
+    ctx: SendContext,
+    claim: Claim,
+    org_id: str,
+    options: dict[str, Any],
+    items: list[PendingItem],
+    plan: _Plan,
+    refused: int | None,
+    largest_ok: int,
+) -> None:
+    answers = plan.answers
+    todo = items
+    try:
+        if claim.needs_reconcile:
+            answers.reconcile(ctx.client, org_id, todo)
+            todo = [item for item in todo if item.id not in answers.outcomes]
+        if refused is not None and len(todo) >= refused > 1:
+            size = largest_ok if 0 < largest_ok < refused else max(1, refused // 2)
+            plan.split = [todo[i : i + size] for i in range(0, len(todo), size)]
+            return
+        if not todo:
+            return
+        with ctx.budget.slot():
+            result = ctx.client.batch_create(
+                org_id,
+                [orjson.Fragment(item.payload) for item in todo],  # type: ignore[misc]
+                require_secret=bool(options.get("require_secret")),
+            )
+        ctx.budget.succeeded()
+        exists = answers.apply(result, todo)
+        if answers.created:
+            plan.ok_size = len(todo)
+        if exists:
+            answers.resolve_existing(ctx.client, org_id, exists)
+    except errors.RateLimitedError as exc:
+        ctx.budget.throttled(exc.retry_after)
+        plan.error = str(exc)
+        plan.delay = retry_delay(ctx.settings, claim.attempts, exc.retry_after)
+        plan.reconcile_next = plan.reconcile_next or claim.needs_reconcile
+    except errors.TransientError as exc:
+        plan.error = str(exc)
+        plan.delay = retry_delay(ctx.settings, claim.attempts, exc.retry_after)
+        plan.reconcile_next = claim.needs_reconcile and not answers.sent
+    except errors.AmbiguousError as exc:
+        plan.error = str(exc)
+        # EnOS's reads lag its writes by about two seconds: wait at least that long.
+        plan.delay = max(2.0, retry_delay(ctx.settings, claim.attempts, None))
+        plan.reconcile_next = True
+    except errors.InvalidArgumentsError as exc:
+        if len(todo) > 1:
+            half = (len(todo) + 1) // 2
+            plan.split = [todo[:half], todo[half:]]
+            plan.refused_size = len(todo)
+        else:
+            answers.fail_single(todo[0], str(exc))
+    except errors.ConfigurationError as exc:
+        plan.error = answers.job_error = (
+            no_public_key_message(exc.message) if exc.code == 11858 else str(exc)
+        )
+    except errors.PermanentError as exc:
+        plan.error = answers.job_error = f"EnOS refused the import: {exc}"
+    if answers.last_error and plan.delay is None:
+        plan.error = answers.last_error
+        plan.delay = retry_delay(ctx.settings, claim.attempts, None)
+
+
+def _commit(
+    session: Session,
+    settings: Settings,
+    claim: Claim,
+    job_status: str,
+    items: list[PendingItem],
+    plan: _Plan,
+) -> str | None:
+    answers = plan.answers
+    # Lock the chunk first: from here on, this attempt either owns the chunk or writes nothing.
+    if not chunks.fenced(session, claim, lease_owner=CHUNKS.c.lease_owner):
+        return None
+    rows = []
+    moved = {item.id for piece in plan.split for item in piece}
+    remaining = [i for i in items if i.id not in answers.outcomes and i.id not in moved]
+    for item in items:
+        outcome = answers.outcomes.get(item.id)
+        attempts = item.attempts + (1 if item.id in answers.sent else 0)
+        if outcome is None:
+            if item.id in answers.sent:
+                rows.append(_row(item.id, ItemStatus.PENDING, attempts, message=plan.error))
+            continue
+        rows.append(
+            {
+                "item_id": item.id,
+                "status": outcome.status,
+                "asset_id": outcome.asset_id,
+                "error_code": outcome.error_code,
+                "error_message": outcome.error_message,
+                "attempts": attempts,
+                "retryable": outcome.retryable,
+                "device_secret": outcome.device_secret,
+                "session_key": outcome.session_key,
+            }
+        )
+    update_outcomes(session, rows)
+
+    for product_key, message in answers.full_products.items():
+        session.execute(
+            update(ITEMS)
+            .where(
+                ITEMS.c.job_id == claim.job_id,
+                ITEMS.c.product_key == product_key,
+                ITEMS.c.status == ItemStatus.PENDING,
+            )
+            .values(
+                status=ItemStatus.FAILED,
+                error_code=11739,
+                error_message=f"not sent: {message}",
+                updated_at=func.now(),
+            )
+        )
+    remaining = [i for i in remaining if i.product_key not in answers.full_products]
+
+    if plan.split:
+        _split(session, claim, plan.split)
+    _record_batch_limit(session, claim, plan)
+
+    done: dict[str, Any] = {
+        "status": ChunkStatus.DONE,
+        "lease_expires_at": None,
+        "needs_reconcile": False,
+        "last_error": plan.error,
+    }
+    if answers.job_error:
+        jobs.fail_job(session, claim.job_id, answers.job_error)
+        chunks.fenced(session, claim, **done)
+        return ChunkStatus.DONE
+    if job_status in (JobStatus.CANCELLING, JobStatus.CANCELLED) and remaining:
+        _settle(session, remaining, ItemStatus.CANCELLED, "cancelled before it was sent", True)
+        chunks.fenced(session, claim, **{**done, "status": ChunkStatus.CANCELLED})
+        return ChunkStatus.CANCELLED
+    if not remaining or job_status != JobStatus.RUNNING:
+        chunks.fenced(session, claim, **done)
+        return ChunkStatus.DONE
+    age = claim.now - claim.first_attempt_at
+    if claim.attempts >= settings.max_attempts or age >= settings.max_age_s:
+        message = f"gave up after {claim.attempts} attempts over {age:.0f} s: {plan.error}"
+        _settle(session, remaining, ItemStatus.FAILED, message, True)
+        chunks.fenced(session, claim, **{**done, "last_error": message})
+        return ChunkStatus.DONE
+    chunks.fenced(
+        session,
+        claim,
+        status=ChunkStatus.PENDING,
+        next_attempt_at=claim.now + (plan.delay or 0.0),
+        lease_expires_at=None,
+        published_at=None,
+        needs_reconcile=plan.reconcile_next,
+        last_error=plan.error,
+    )
+    return ChunkStatus.PENDING
+
+
+def _row(item_id: int, status: str, attempts: int, message: str | None) -> dict[str, Any]:
+    return {
+        "item_id": item_id,
+        "status": status,
+        "asset_id": None,
+        "error_code": None,
+        "error_message": message,
+        "attempts": attempts,
+        "retryable": False,
+        "device_secret": None,
+        "session_key": None,
+    }
+
+
+def _settle(
+    session: Session, items: list[PendingItem], status: str, message: str, retryable: bool
+) -> None:
+    ids = [item.id for item in items]
+    session.execute(
+        update(ITEMS)
+        .where(ITEMS.c.id.in_(ids), ITEMS.c.status == ItemStatus.PENDING)
+        .values(status=status, error_message=message, retryable=retryable, updated_at=func.now())
+    )
+
+
+def _split(session: Session, claim: Claim, pieces: list[list[PendingItem]]) -> None:
+    """Moves each piece of the chunk's rows into a chunk of its own, due now."""
+    seq = chunks.next_seq(session, claim.job_id)
+    for offset, piece in enumerate(pieces):
+        session.execute(
+            update(ITEMS)
+            .where(ITEMS.c.id.in_([item.id for item in piece]))
+            .values(chunk_seq=seq + offset)
+        )
+        session.execute(
+            CHUNKS.insert().values(
+                job_id=claim.job_id,
+                seq=seq + offset,
+                size=len(piece),
+                status=ChunkStatus.PENDING,
+                attempts=0,
+                fencing_token=0,
+                next_attempt_at=0.0,
+                needs_reconcile=False,
+            )
+        )
+
+
+def _record_batch_limit(session: Session, claim: Claim, plan: _Plan) -> None:
+    if plan.ok_size is None and plan.refused_size is None:
+        return
+    org_id = session.execute(select(JOBS.c.org_id).where(JOBS.c.id == claim.job_id)).scalar_one()
+    table = OrgBatchLimit.__table__
+    values = {
+        "org_id": org_id,
+        "largest_ok": plan.ok_size or 0,
+        "smallest_refused": plan.refused_size,
+    }
+    dialect = session.connection().dialect.name
+    insert: Any = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(values)
+    excluded = insert.excluded
+    current = table.c
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["org_id"],
+            set_={
+                "largest_ok": func.max(current.largest_ok, excluded.largest_ok)
+                if dialect == "sqlite"
+                else func.greatest(current.largest_ok, excluded.largest_ok),
+                "smallest_refused": func.coalesce(
+                    func.min(current.smallest_refused, excluded.smallest_refused)
+                    if dialect == "sqlite"
+                    else func.least(current.smallest_refused, excluded.smallest_refused),
+                    current.smallest_refused,
+                    excluded.smallest_refused,
+                ),
+            },
+        )
+    )

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.intake.sources import IntakeLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENOS_IMPORT_", extra="ignore")
@@ -93,6 +95,14 @@ class Settings(BaseSettings):
                 f"(now {self.read_timeout_s} / {self.lease_s} / {self.visibility_timeout_s})"
             )
         return self
+
+    def intake_limits(self) -> IntakeLimits:
+        return IntakeLimits(
+            max_file_bytes=self.max_file_bytes,
+            max_field_chars=self.max_field_chars,
+            max_rows=self.max_rows,
+            max_columns=self.max_columns,
+        )
 
     @property
     def publish_window(self) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
 from worker.enos.client import EnosClient
 from worker.enos.models import CreateOption
 

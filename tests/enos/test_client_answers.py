@@ -12,9 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from worker.enos import errors
-from worker.enos.client import EnosClient
-from worker.enos.models import ItemKind
 
 from tests.enos.support import (
     APP_KEY,
@@ -26,6 +23,9 @@ from tests.enos.support import (
     option,
     token_answer,
 )
+from worker.enos import errors
+from worker.enos.client import EnosClient
+from worker.enos.models import ItemKind
 
 DEVICES = [option("meter-0001"), option("meter-0002"), option("meter-0003")]
 

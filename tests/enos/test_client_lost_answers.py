@@ -12,13 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 from starlette.applications import Starlette
+
+from tests.enos.support import option
 from worker.enos import errors
 from worker.enos.client import EnosClient
 from worker.simulator.api import SimConfig
 from worker.simulator.faults import FaultProfile
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET, DEMO_ORG, Store
-
-from tests.enos.support import option
 
 KEYS = ["lost-0001", "lost-0002", "lost-0003"]
 

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import pytest
 from starlette.applications import Starlette
+
+from tests.enos.support import FakeClock, option
 from worker.enos import errors
 from worker.enos.client import EnosClient
 from worker.enos.models import CreateOption, ItemKind
@@ -19,8 +21,6 @@ from worker.enos.secret_box import Opener
 from worker.simulator.api import SimConfig
 from worker.simulator.inprocess import InProcessTransport
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET, DEMO_ORG, Store
-
-from tests.enos.support import FakeClock, option
 
 NO_KEY_APP = "7c1e9b2a-0d3f-4e5a-8b6c-9d0e1f2a3b4c"
 NO_KEY_SECRET = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"

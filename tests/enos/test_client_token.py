@@ -7,8 +7,6 @@ import ssl
 
 import httpx
 import pytest
-from worker.enos import errors
-from worker.enos.client import EnosClient
 
 from tests.enos.support import (
     APP_KEY,
@@ -20,6 +18,8 @@ from tests.enos.support import (
     option,
     token_answer,
 )
+from worker.enos import errors
+from worker.enos.client import EnosClient
 
 DEVICES = [option("meter-0001"), option("meter-0002")]
 

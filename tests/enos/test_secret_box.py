@@ -6,6 +6,7 @@ import base64
 
 import pytest
 from cryptography.exceptions import InvalidTag
+
 from worker.enos.secret_box import Opener, Sealer, generate_private_key_pem, public_key_pem
 
 

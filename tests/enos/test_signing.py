@@ -6,6 +6,7 @@ import hashlib
 
 import httpx
 import pytest
+
 from worker.enos.signing import request_signature, token_encryption
 
 # The worked example of "Invoke API with access token": URL …/m/v1/b?k3=v3&k1=v1&k2=v2.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from worker.enos.validation import (
     Problem,
     check_create_option,

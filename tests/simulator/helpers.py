@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET, DEMO_ORG
 
 ORG = DEMO_ORG

@@ -13,9 +13,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from worker.enos.client import EnosClient
-from worker.enos.models import CreateOption
-from worker.simulator.api import SimConfig
 
 from tests.simulator.helpers import (
     APP_SECRET,
@@ -29,6 +26,9 @@ from tests.simulator.helpers import (
     signed_headers,
     token_headers,
 )
+from worker.enos.client import EnosClient
+from worker.enos.models import CreateOption
+from worker.simulator.api import SimConfig
 
 
 @pytest.fixture

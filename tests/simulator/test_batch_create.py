@@ -11,9 +11,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from worker.simulator.api import SimConfig
-from worker.simulator.faults import FaultProfile
-from worker.simulator.state import Store
 
 from tests.simulator.helpers import (
     ORG,
@@ -25,6 +22,9 @@ from tests.simulator.helpers import (
     sim_devices,
     token_headers,
 )
+from worker.simulator.api import SimConfig
+from worker.simulator.faults import FaultProfile
+from worker.simulator.state import Store
 
 
 def whole_request_error(response: httpx.Response, code: int) -> dict[str, Any]:

@@ -7,8 +7,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from worker.simulator.api import SimConfig
-from worker.simulator.state import DEMO_PRODUCTS, Store
 
 from tests.simulator.helpers import (
     DEVICES,
@@ -22,6 +20,8 @@ from tests.simulator.helpers import (
     search,
     sim_devices,
 )
+from worker.simulator.api import SimConfig
+from worker.simulator.state import DEMO_PRODUCTS, Store
 
 DELETE_PATH = "/connect-service/v2.1/devices"
 

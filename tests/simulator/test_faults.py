@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from worker.simulator.faults import FaultProfile
 
 from tests.simulator.helpers import batch_create, device, device_keys, sim_devices
+from worker.simulator.faults import FaultProfile
 
 
 @pytest.fixture

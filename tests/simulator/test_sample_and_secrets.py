@@ -13,8 +13,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from worker.enos.secret_box import Opener, generate_private_key_pem
-from worker.simulator.state import Store
 
 from tests.simulator.helpers import (
     APP_KEY,
@@ -28,6 +26,8 @@ from tests.simulator.helpers import (
     sim_devices,
     token_headers,
 )
+from worker.enos.secret_box import Opener, generate_private_key_pem
+from worker.simulator.state import Store
 
 PAGE_SAMPLE_REQUEST = """\
 {

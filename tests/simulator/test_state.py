@@ -14,12 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from worker.enos.secret_box import Opener
-from worker.simulator.api import SimConfig
-from worker.simulator.app import create_app
-from worker.simulator.faults import FaultProfile
-from worker.simulator.inprocess import InProcessTransport
-from worker.simulator.state import DEMO_APP_KEY, DEMO_PRODUCTS, Store
 
 from tests.simulator.helpers import (
     DEVICES,
@@ -30,6 +24,12 @@ from tests.simulator.helpers import (
     search,
     sim_devices,
 )
+from worker.enos.secret_box import Opener
+from worker.simulator.api import SimConfig
+from worker.simulator.app import create_app
+from worker.simulator.faults import FaultProfile
+from worker.simulator.inprocess import InProcessTransport
+from worker.simulator.state import DEMO_APP_KEY, DEMO_PRODUCTS, Store
 
 
 @contextmanager

@@ -49,6 +49,12 @@ def create_job(
     return bool(session.connection().execute(statement).rowcount)
 
 
+def claim_intake_deadline(session: Session, job_id: str, lease_s: float) -> None:
+    session.connection().execute(
+        update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=db_epoch() + lease_s)
+    )
+
+
 def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
     """The intake token if this caller may read the job's file now; ``None`` if another caller
     holds it, or the intake is already done."""

@@ -28,6 +28,34 @@ DEMO_PRODUCTS = ("yourProductKey", "yourProductKey2", "pk-meter", "pk-inverter",
 
 _ASSET_ALPHABET = string.ascii_letters + string.digits
 _KEY_ALPHABET = string.ascii_letters + string.digits
+_RANDOM_CHUNK = 1 << 16
+
+
+class _RandomText:
+    """Uniformly random text over an ASCII alphabet, cut from a large buffer drawn at once.
+
+    One ``randbytes`` call and a ``bytes.translate`` per buffer cost far less per id than
+    ``random.choices`` per id. Each byte maps to ``alphabet[byte % len(alphabet)]``; the bytes
+    at and above the largest multiple of the alphabet's length are dropped, so every character
+    stays equally likely.
+    """
+
+    def __init__(self, alphabet: str, rand: random.Random) -> None:
+        size = len(alphabet)
+        self._table = bytes(ord(alphabet[byte % size]) for byte in range(256))
+        self._biased = bytes(range(256 - 256 % size, 256))
+        self._rand = rand
+        self._text = ""
+        self._at = 0
+
+    def take(self, length: int) -> str:
+        start, end = self._at, self._at + length
+        if end > len(self._text):
+            raw = self._rand.randbytes(_RANDOM_CHUNK)
+            self._text = raw.translate(self._table, self._biased).decode("ascii")
+            start, end = 0, length
+        self._at = end
+        return self._text[start:end]
 
 
 @dataclass(slots=True)
@@ -104,10 +132,12 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS products (
     org_id TEXT NOT NULL, product_key TEXT NOT NULL, name TEXT NOT NULL, model_id TEXT NOT NULL,
     created INTEGER NOT NULL, PRIMARY KEY (org_id, product_key));
+-- Keyed by seq (the rowid), so inserts append: an index on the random asset ids would cost a
+-- write to most of its pages per batch once it is large. The asset ids are unique in memory.
 CREATE TABLE IF NOT EXISTS devices (
-    asset_id TEXT PRIMARY KEY, org_id TEXT NOT NULL, product_key TEXT NOT NULL,
+    asset_id TEXT NOT NULL, org_id TEXT NOT NULL, product_key TEXT NOT NULL,
     device_key TEXT NOT NULL, body BLOB NOT NULL, secret TEXT NOT NULL,
-    create_time INTEGER NOT NULL, seq INTEGER NOT NULL);
+    create_time INTEGER NOT NULL, seq INTEGER PRIMARY KEY);
 """
 
 
@@ -122,6 +152,8 @@ class Store:
         self.created_total = 0
         self._seq = 0
         self._rand = random.Random()
+        self._asset_text = _RandomText(_ASSET_ALPHABET, self._rand)
+        self._key_text = _RandomText(_KEY_ALPHABET, self._rand)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         if path is not None:
@@ -222,18 +254,18 @@ class Store:
     # ----------------------------------------------------------------------------- devices
     def new_asset_id(self) -> str:
         while True:
-            asset_id = "".join(self._rand.choices(_ASSET_ALPHABET, k=8))
+            asset_id = self._asset_text.take(8)
             if asset_id not in self.assets:
                 return asset_id
 
     def new_device_key(self, org: Org) -> str:
         while True:
-            key = "".join(self._rand.choices(_KEY_ALPHABET, k=10))
+            key = self._key_text.take(10)
             if key not in org.by_key:
                 return key
 
     def new_secret(self) -> str:
-        return "".join(self._rand.choices(_KEY_ALPHABET, k=16))
+        return self._key_text.take(16)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -268,7 +300,10 @@ class Store:
         del org.by_asset[device.asset_id]
         org.per_product[device.product_key] -= 1
         del self.assets[device.asset_id]
-        self._write("DELETE FROM devices WHERE asset_id = ?", [(device.asset_id,)])
+        # seq is the key of the table (asset_id was, in state files written before).
+        self._write(
+            "DELETE FROM devices WHERE seq = ? AND asset_id = ?", [(device.seq, device.asset_id)]
+        )
 
     def clear_devices(self) -> None:
         for org in self.orgs.values():

@@ -1,0 +1,99 @@
+"""Starting a job: commit the job row first, then read the file into it, then publish work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.db.session import Database
+from worker.importer import chunks, jobs
+from worker.importer.intake import IntakeSummary, ingest
+from worker.intake.sources import Source
+from worker.logs import get_logger
+from worker.settings import Settings
+
+log = get_logger(__name__)
+
+
+class _FencedOut(Exception):
+    """Another intake of the same job took over while this one was reading."""
+
+
+@dataclass
+class IntakeResult:
+    job_id: str
+    summary: IntakeSummary | None  # None: the intake was not ours to do (a repeated delivery)
+    publish: list[int] = field(default_factory=list)
+
+
+def job_options(
+    settings: Settings, *, require_secret: bool, intake: str, key_mode: str | None = None
+) -> dict[str, Any]:
+    return {
+        "require_secret": require_secret,
+        "key_mode": key_mode or settings.key_mode,
+        "batch_size": settings.batch_size,
+        "intake": intake,
+    }
+
+
+def create(
+    db: Database, settings: Settings, job_id: str, org_id: str, label: str, options: dict[str, Any]
+) -> bool:
+    """Commits the queued job row; ``False`` if that job id exists already."""
+    with db.begin() as session:
+        created = jobs.create_job(session, job_id, org_id, label, options)
+        if created:
+            # The intake must start within a lease, or the sweeper takes the job back.
+            jobs.claim_intake_deadline(session, job_id, settings.lease_s)
+    return created
+
+
+def run_intake(
+    db: Database,
+    settings: Settings,
+    job_id: str,
+    org_id: str,
+    source: Source,
+    options: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
+) -> IntakeResult:
+    with db.begin() as session:
+        token = jobs.claim_intake(session, job_id, settings.lease_s)
+    if token is None:
+        log.info("intake.skipped", job_id=job_id)
+        return IntakeResult(job_id, None)
+    content_sha256 = source.sha256()
+    try:
+        with db.begin() as session:
+            summary = ingest(
+                session,
+                job_id,
+                org_id,
+                source,
+                content_sha256=content_sha256,
+                batch_size=int(options.get("batch_size") or settings.batch_size),
+                key_mode=str(options.get("key_mode") or settings.key_mode),
+                progress=progress,
+            )
+            if not jobs.complete_intake(
+                session, job_id, token, summary, source.columns, content_sha256
+            ):
+                raise _FencedOut
+            ids = chunks.publish_due(
+                session, job_id, settings.publish_window, settings.republish_after_s
+            )
+    except _FencedOut:
+        log.warning("intake.fenced_out", job_id=job_id)
+        return IntakeResult(job_id, None)
+    log.info(
+        "intake.done",
+        job_id=job_id,
+        rows=summary.rows,
+        valid=summary.valid,
+        invalid=summary.invalid,
+        chunks=summary.chunks,
+        error=summary.error,
+    )
+    return IntakeResult(job_id, summary, ids)

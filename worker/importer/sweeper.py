@@ -1,0 +1,117 @@
+"""The sweeper: run periodically (Celery beat, or the embedded runner's loop).
+
+It makes lost messages harmless: it publishes due chunks whose message is missing or late and
+chunks whose worker died (expired lease), finishes jobs whose last chunk closed, and restarts or
+fails intakes that stopped half way. Running it twice at once is harmless too: claims and
+fenced writes absorb duplicate messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from worker.db.clock import db_epoch
+from worker.db.models import JOBS, JobStatus, ServiceBeat
+from worker.db.session import Database
+from worker.importer import chunks, jobs
+from worker.logs import get_logger
+from worker.settings import Settings
+
+log = get_logger(__name__)
+BEAT = "sweeper"
+
+
+@dataclass
+class SweepReport:
+    published: list[int] = field(default_factory=list)
+    finished: dict[str, str] = field(default_factory=dict)
+    intakes_restarted: list[str] = field(default_factory=list)
+    intakes_failed: list[str] = field(default_factory=list)
+
+
+def sweep(
+    db: Database,
+    settings: Settings,
+    publish_chunks: Callable[[list[int]], None],
+    restart_intake: Callable[[str, str, str, dict[str, object]], bool] | None = None,
+) -> SweepReport:
+    """One pass. ``restart_intake(job_id, source, org_id, options)`` re-queues a task intake and
+    says whether it could; CLI intakes cannot be restarted and fail instead."""
+    report = SweepReport()
+    with db.begin() as session:
+        record_beat(session)
+        active = [
+            row[0]
+            for row in session.execute(
+                select(JOBS.c.id).where(
+                    JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING))
+                )
+            )
+        ]
+        stale = session.execute(
+            select(JOBS.c.id, JOBS.c.source, JOBS.c.org_id, JOBS.c.options).where(
+                JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING)),
+                JOBS.c.intake_lease_until < db_epoch(),
+            )
+        ).all()
+    for job_id in active:
+        with db.begin() as session:
+            state = jobs.finish_if_done(session, job_id)
+            ids = (
+                []
+                if state
+                else chunks.publish_due(
+                    session, job_id, settings.publish_window, settings.republish_after_s
+                )
+            )
+        if state:
+            report.finished[job_id] = state
+            log.info("job.finished", job_id=job_id, status=state)
+        if ids:
+            publish_chunks(ids)
+            report.published.extend(ids)
+    for job_id, source, org_id, options in stale:
+        options = dict(options or {})
+        if options.get("intake") == "task" and restart_intake is not None:
+            if restart_intake(job_id, source, org_id, options):
+                report.intakes_restarted.append(job_id)
+            continue
+        with db.begin() as session:
+            if jobs.fail_job(
+                session, job_id, "the intake of the file stopped before it ended; submit again"
+            ):
+                report.intakes_failed.append(job_id)
+    if report.published or report.finished:
+        log.info(
+            "sweep.done",
+            published=len(report.published),
+            finished=len(report.finished),
+        )
+    return report
+
+
+def record_beat(session: Session, name: str = BEAT) -> None:
+    table = ServiceBeat.__table__
+    dialect = session.connection().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table).values(name=name, last_run_at=db_epoch())
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["name"], set_={"last_run_at": statement.excluded.last_run_at}
+        )
+    )
+
+
+def seconds_since_beat(session: Session, name: str = BEAT) -> float | None:
+    """How long ago the sweeper last ran, by the database clock; ``None`` if it never ran."""
+    row = session.execute(
+        select(db_epoch() - ServiceBeat.__table__.c.last_run_at).where(
+            ServiceBeat.__table__.c.name == name
+        )
+    ).first()
+    return None if row is None else float(row[0])

@@ -1,0 +1,88 @@
+"""What one process holds for the import: the database, the EnOS client, the rate budget and
+the way it publishes messages. Built once per process (after a prefork worker forks)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from worker.db.session import Database, database_url
+from worker.enos.client import EnosClient
+from worker.importer.budget import LocalBudget, RateBudget, RedisBudget
+from worker.importer.send import SendContext
+from worker.settings import Settings, get_settings
+
+_lock = threading.Lock()
+_context: tuple[int, SendContext] | None = None
+
+
+def owner_id() -> str:
+    """Who holds a lease: host and process, so that a dead holder can be recognised."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
+    return EnosClient(
+        settings.api_url,
+        settings.access_key,
+        settings.secret_key,
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        max_connections=max(16, settings.max_concurrency * 2),
+        verify=settings.verify_tls,
+        **kwargs,
+    )
+
+
+def make_budget(settings: Settings, shared: bool) -> RateBudget:
+    if not shared:
+        return LocalBudget(settings.max_concurrency, max_wait_s=settings.lease_s / 4)
+    url = settings.redis_url or settings.broker_url
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return RedisBudget(
+        client,
+        name=f"{settings.api_url}|{settings.access_key}",
+        capacity=settings.max_concurrency,
+        slot_ttl_s=settings.read_timeout_s + 30,
+        max_wait_s=settings.lease_s / 4,
+    )
+
+
+def send_context(
+    factory: Callable[[], SendContext] | None = None,
+) -> SendContext:
+    """This process's context, built on first use (and again in a forked child)."""
+    global _context
+    with _lock:
+        if _context is None or _context[0] != os.getpid():
+            _context = (os.getpid(), (factory or _default_context)())
+        return _context[1]
+
+
+def install_context(context: SendContext) -> None:
+    """Used by the embedded runner and tests to choose the process's context."""
+    global _context
+    with _lock:
+        _context = (os.getpid(), context)
+
+
+def reset_context() -> None:
+    global _context
+    with _lock:
+        _context = None
+
+
+def _default_context() -> SendContext:
+    settings = get_settings()
+    return SendContext(
+        db=Database(database_url(settings.database_url)),
+        client=make_client(settings),
+        settings=settings,
+        budget=make_budget(settings, shared=not settings.broker_url.startswith("memory")),
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+    )

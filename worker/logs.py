@@ -48,9 +48,9 @@ def configure(level: str = "INFO", fmt: str = "auto") -> None:
         else structlog.processors.JSONRenderer()
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s", force=True)
-    # Library loggers that would print request URLs or bodies stay quiet.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Library loggers stay quiet: httpx would print request URLs, the others narrate routine.
+    for noisy in ("httpx", "httpcore", "alembic", "celery", "kombu", "amqp"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -12,6 +12,7 @@ from tests.simulator.helpers import (
     DEVICES,
     ORG,
     PRODUCTS,
+    SDK_HEADERS,
     batch_create,
     device,
     device_keys,
@@ -221,7 +222,8 @@ class TestGetDevice:
         self, sim_http: httpx.Client, params: dict[str, str]
     ) -> None:
         create(sim_http, device("get-00003", product="pk-meter"))
-        response = get_action(sim_http, DEVICES, "get", **params)
+        query = {"action": "get", "orgId": ORG, **params}
+        response = sim_http.get(DEVICES, params=query, headers=SDK_HEADERS)
         assert response.status_code == 200
         answer = response.json()
         assert answer["code"] == 11404

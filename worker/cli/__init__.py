@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from worker.cli.db import db
+from worker.cli.jobs import cancel, results, retry, status, submit
+from worker.cli.run import run
 from worker.cli.simulator import simulator
 
 
@@ -13,7 +16,8 @@ def cli() -> None:
     """Bulk device import for EnOS: files of device definitions become EnOS devices."""
 
 
-cli.add_command(simulator)
+for command in (submit, status, results, retry, cancel, run, simulator, db):
+    cli.add_command(command)
 
 
 def main() -> None:

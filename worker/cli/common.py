@@ -1,0 +1,153 @@
+"""What every command shares: settings with flag overrides, the database, exit statuses, and
+following a job to its end with progress on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy import select
+
+from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
+from worker.db.session import Database, database_url
+from worker.importer import jobs
+from worker.logs import configure
+from worker.settings import Settings
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BY_STATE: dict[str, int] = {
+    JobStatus.COMPLETED: 0,
+    JobStatus.COMPLETED_WITH_ERRORS: 3,
+    JobStatus.FAILED: 4,
+    JobStatus.CANCELLED: 5,
+}
+
+stderr = Console(stderr=True)
+
+
+def settings_from(**overrides: Any) -> Settings:
+    """The settings, with every flag that was given taking precedence over its variable."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        raise click.UsageError(f"configuration: {exc}") from exc
+    configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def open_database(settings: Settings) -> Database:
+    return Database(database_url(settings.database_url))
+
+
+@dataclass
+class JobView:
+    job_id: str
+    status: str
+    org_id: str
+    source: str
+    total: int
+    counts: dict[str, int]
+    last_error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime | None
+
+    @property
+    def done(self) -> int:
+        return self.total - self.counts.get(ItemStatus.PENDING, 0)
+
+    def rate(self) -> float | None:
+        """Rows settled per second since the job started."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(UTC)
+        start = self.started_at if self.started_at.tzinfo else self.started_at.replace(tzinfo=UTC)
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+        elapsed = (end - start).total_seconds()
+        sent = self.done - self.counts.get(ItemStatus.INVALID, 0)
+        return sent / elapsed if elapsed > 0 and sent > 0 else None
+
+    def eta_s(self) -> float | None:
+        rate = self.rate()
+        pending = self.counts.get(ItemStatus.PENDING, 0)
+        return pending / rate if rate and pending and self.status not in FINAL_JOB_STATES else None
+
+
+def job_view(db: Database, job_id: str) -> JobView | None:
+    with db.read() as session:
+        row = session.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
+        if row is None:
+            return None
+        counts = jobs.item_counts(session, job_id)
+    return JobView(
+        job_id=row.id,
+        status=row.status,
+        org_id=row.org_id,
+        source=row.source,
+        total=row.total,
+        counts=dict(counts),
+        last_error=row.last_error,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        created_at=row.created_at,
+    )
+
+
+def require_job(db: Database, job_id: str) -> JobView:
+    view = job_view(db, job_id)
+    if view is None:
+        raise click.ClickException(f"no job {job_id}")
+    return view
+
+
+def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> JobView:
+    """Waits for the job's final state; a progress bar on stderr when it is a terminal.
+
+    ``tick`` is called on every poll (the embedded runner sweeps there).
+    """
+    show = sys.stderr.isatty()
+    progress = Progress(
+        TextColumn("[bold]{task.fields[state]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} devices"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not show,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("job", total=None, state="queued", rate="")
+        while True:
+            if tick is not None:
+                tick()
+            view = require_job(db, job_id)
+            rate = view.rate()
+            progress.update(
+                task,
+                total=view.total or None,
+                completed=view.done,
+                state=view.status,
+                rate=f"{rate:,.0f}/s" if rate else "",
+            )
+            if view.status in FINAL_JOB_STATES:
+                return view
+            time.sleep(poll_s)
+
+
+def summary_line(view: JobView) -> str:
+    parts = [f"{state} {view.counts[state]}" for state in ItemStatus if view.counts.get(state)]
+    text = f"job {view.job_id} {view.status}: {view.total} rows ({', '.join(parts) or 'none'})"
+    if view.last_error:
+        text += f"\n  error: {view.last_error}"
+    return text

@@ -1,0 +1,278 @@
+"""``submit``, ``status``, ``results``, ``retry`` and ``cancel``: jobs through the database."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import select
+
+from worker.cli.common import (
+    EXIT_BY_STATE,
+    JobView,
+    follow,
+    job_view,
+    open_database,
+    require_job,
+    settings_from,
+    stderr,
+    summary_line,
+)
+from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus
+from worker.db.session import Database
+from worker.enos.secret_box import Opener
+from worker.importer import chunks, jobs
+from worker.importer import results as export
+from worker.importer.submit import create, job_options, run_intake
+from worker.importer.sweeper import seconds_since_beat
+from worker.intake.sources import FORMATS, SourceError, open_source
+
+FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command()
+@click.argument("file", type=FILE)
+@click.option("--org", "org_id", help="Organization (OU) id [env ENOS_IMPORT_ORG_ID].")
+@click.option("--require-secret", is_flag=True, help="Ask EnOS for encrypted device secrets.")
+@click.option("--wait", is_flag=True, help="Follow the job to its end; exit with its state.")
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: by name)."
+)
+@click.option(
+    "--key-mode",
+    type=click.Choice(["derive", "platform"]),
+    help="Rows without deviceKey: a derived stable key, or one EnOS generates "
+    "[env ENOS_IMPORT_KEY_MODE].",
+)
+def submit(
+    file: Path,
+    org_id: str | None,
+    require_secret: bool,
+    wait: bool,
+    fmt: str | None,
+    key_mode: str | None,
+) -> None:
+    """Store FILE's devices as a job and queue it; prints the job id."""
+    settings = settings_from(org_id=org_id, key_mode=key_mode)
+    if not settings.org_id:
+        raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
+    try:
+        source = open_source(file, fmt, settings.intake_limits())
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db = open_database(settings)
+    job_id = str(uuid.uuid4())
+    options = job_options(settings, require_secret=require_secret, intake="cli", key_mode=key_mode)
+    create(db, settings, job_id, settings.org_id, str(file.resolve()), options)
+    click.echo(job_id)
+    sys.stdout.flush()
+    result = run_intake(db, settings, job_id, settings.org_id, source, options, _rows_note())
+
+    from worker.tasks import publish_chunks  # the broker is only needed from here on
+
+    publish_chunks(result.publish)
+    view = require_job(db, job_id)
+    stderr.print(summary_line(view), highlight=False)
+    if wait:
+        view = follow(db, job_id)
+        stderr.print(summary_line(view), highlight=False)
+        sys.exit(EXIT_BY_STATE.get(view.status, 1))
+
+
+def _rows_note() -> Callable[[int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def note(rows: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5:
+            stderr.print(f"reading: {rows:,} rows", end="\r")
+            last[0] = now
+
+    return note
+
+
+@click.command()
+@click.argument("job_id", required=False)
+@click.option("--watch", is_flag=True, help="Refresh until the job ends.")
+@click.option("--limit", default=20, show_default=True, help="Jobs in the table of recent jobs.")
+def status(job_id: str | None, watch: bool, limit: int) -> None:
+    """One job (counts, progress, rate, ETA) or a table of recent jobs."""
+    settings = settings_from()
+    db = open_database(settings)
+    _warn_without_sweeper(db, settings.sweep_interval_s)
+    if job_id is None:
+        click.echo(_render(_recent(db, limit)))
+        return
+    view = require_job(db, job_id)
+    if not watch:
+        click.echo(_render(_job_table(view)))
+        sys.exit(EXIT_BY_STATE.get(view.status, 0) if view.status in FINAL_JOB_STATES else 0)
+    with Live(_job_table(view), console=stderr, auto_refresh=False) as live:
+        while view.status not in FINAL_JOB_STATES:
+            time.sleep(1.0)
+            view = require_job(db, job_id)
+            live.update(_job_table(view), refresh=True)
+    click.echo(_render(_job_table(view)))
+    sys.exit(EXIT_BY_STATE.get(view.status, 1))
+
+
+def _render(table: Table) -> str:
+    console = Console(width=120, color_system=None, file=None)
+    with console.capture() as capture:
+        console.print(table)
+    return capture.get().rstrip("\n")
+
+
+def _job_table(view: JobView) -> Table:
+    table = Table(title=f"job {view.job_id}", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("status", view.status)
+    table.add_row("org", view.org_id)
+    table.add_row("source", view.source)
+    table.add_row("total", str(view.total))
+    for state in ItemStatus:
+        table.add_row(state.value, str(view.counts.get(state, 0)))
+    progress = 100.0 * view.done / view.total if view.total else 0.0
+    table.add_row("progress", f"{progress:.1f}%")
+    rate = view.rate()
+    table.add_row("rate", f"{rate:,.1f} devices/s" if rate else "-")
+    eta = view.eta_s()
+    table.add_row("eta", f"{eta:,.0f} s" if eta is not None else "-")
+    table.add_row("created", str(view.created_at or "-"))
+    table.add_row("started", str(view.started_at or "-"))
+    table.add_row("finished", str(view.finished_at or "-"))
+    if view.last_error:
+        table.add_row("error", view.last_error)
+    return table
+
+
+def _recent(db: Database, limit: int) -> Table:
+    table = Table(title="recent jobs")
+    for column in ("job", "status", "org", "total", "pending", "ok", "errors", "created"):
+        table.add_column(column)
+    with db.read() as session:
+        ids = [
+            row[0]
+            for row in session.execute(
+                select(JOBS.c.id).order_by(JOBS.c.created_at.desc()).limit(limit)
+            )
+        ]
+    for job_id in ids:
+        view = job_view(db, job_id)
+        if view is None:
+            continue
+        ok = view.counts.get(ItemStatus.CREATED, 0) + view.counts.get(ItemStatus.ADOPTED, 0)
+        pending = view.counts.get(ItemStatus.PENDING, 0)
+        table.add_row(
+            view.job_id, view.status, view.org_id, str(view.total), str(pending), str(ok),
+            str(view.total - ok - pending), str(view.created_at),
+        )  # fmt: skip
+    return table
+
+
+def _warn_without_sweeper(db: Database, interval_s: float) -> None:
+    with db.read() as session:
+        active = session.execute(
+            select(JOBS.c.id).where(JOBS.c.status.not_in(tuple(FINAL_JOB_STATES))).limit(1)
+        ).first()
+        if active is None:
+            return
+        age = seconds_since_beat(session)
+    if age is None or age > max(60.0, 6 * interval_s):
+        when = "never" if age is None else f"{age:,.0f} s ago"
+        stderr.print(
+            f"warning: the sweeper last ran {when}; without it, lost messages and retries "
+            "wait forever. Is `celery -A worker.celery_app beat` running?",
+            style="yellow",
+            highlight=False,
+        )
+
+
+@click.command()
+@click.argument("job_id")
+@click.option(
+    "--status", "statuses", multiple=True, type=click.Choice([s.value for s in ItemStatus]),
+    help="Only rows in this state (repeatable).",
+)  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+              show_default=True)  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here instead of stdout.")  # fmt: skip
+@click.option(
+    "--secrets", "private_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Explicit secrets export: decrypt deviceSecret with this PEM private key.",
+)  # fmt: skip
+def results(
+    job_id: str,
+    statuses: tuple[str, ...],
+    fmt: str,
+    output: Path | None,
+    private_key: Path | None,
+) -> None:
+    """Per-device outcomes: the input row's own columns, then line, status, assetId, errorCode,
+    errorMessage."""
+    db = open_database(settings_from())
+    require_job(db, job_id)
+    opener = Opener(private_key.read_bytes()) if private_key else None
+    with db.read() as session:
+        columns = [*export.export_columns(session, job_id), *export.TAIL]
+        if opener is not None:
+            columns.append("deviceSecret")
+        records = export.rows(session, job_id, list(statuses) or None, opener)
+        writer = export.write_csv if fmt == "csv" else export.write_jsonl
+        if output is None:
+            count = writer(sys.stdout, columns, records)
+        else:
+            with output.open("w", encoding="utf-8", newline="") as handle:
+                count = writer(handle, columns, records)
+    if output is not None:
+        stderr.print(f"{count} rows written to {output}", highlight=False)
+
+
+@click.command()
+@click.argument("job_id")
+def retry(job_id: str) -> None:
+    """Send again the rows that failed for a retryable reason or were never sent."""
+    settings = settings_from()
+    db = open_database(settings)
+    require_job(db, job_id)
+    with db.begin() as session:
+        count = jobs.retry_job(session, job_id, settings.batch_size)
+        ids = (
+            chunks.publish_due(session, job_id, settings.publish_window, settings.republish_after_s)
+            if count
+            else []
+        )
+    if not count:
+        stderr.print(f"job {job_id}: nothing to send again", highlight=False)
+        return
+    from worker.tasks import publish_chunks
+
+    publish_chunks(ids)
+    stderr.print(f"job {job_id}: {count} rows queued again", highlight=False)
+
+
+@click.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Stop sending; rows not yet sent end as cancelled."""
+    db = open_database(settings_from())
+    require_job(db, job_id)
+    with db.begin() as session:
+        state = jobs.cancel_job(session, job_id)
+    view = require_job(db, job_id)
+    if state is None:
+        stderr.print(f"job {job_id} had already ended: {view.status}", highlight=False)
+    else:
+        stderr.print(summary_line(view), highlight=False)
+    sys.exit(EXIT_BY_STATE.get(view.status, 0))

@@ -1,0 +1,64 @@
+"""``enos-import run``: the whole import in this process (the embedded default)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from worker.cli.common import EXIT_BY_STATE, follow, settings_from, stderr, summary_line
+from worker.embedded import Embedded, embedded_settings, open_embedded_database, start_or_resume
+from worker.intake.sources import FORMATS, SourceError, open_source
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--org", "org_id", help="Organization (OU) id [env ENOS_IMPORT_ORG_ID].")
+@click.option("--require-secret", is_flag=True, help="Ask EnOS for encrypted device secrets.")
+@click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: by name)."
+)
+@click.option("--key-mode", type=click.Choice(["derive", "platform"]),
+              help="Rows without deviceKey [env ENOS_IMPORT_KEY_MODE].")  # fmt: skip
+@click.option("--concurrency", type=int, help="Calls in flight [env ENOS_IMPORT_MAX_CONCURRENCY].")
+def run(
+    file: Path,
+    org_id: str | None,
+    require_secret: bool,
+    fmt: str | None,
+    key_mode: str | None,
+    concurrency: int | None,
+) -> None:
+    """Import FILE in this process: a real Celery worker on an embedded broker, the database of
+    ENOS_IMPORT_DATABASE_URL or a local SQLite file. Run again after a crash, it resumes."""
+    settings = embedded_settings(
+        settings_from(org_id=org_id, key_mode=key_mode, max_concurrency=concurrency)
+    )
+    if not settings.org_id:
+        raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
+    try:
+        source = open_source(file, fmt, settings.intake_limits())
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db = open_embedded_database(settings)
+    runner = Embedded(settings, db)
+    runner.start()
+    try:
+
+        def announce(job_id: str) -> None:
+            click.echo(job_id)
+            sys.stdout.flush()
+
+        job_id, intake = start_or_resume(
+            db, settings, settings.org_id, source, require_secret, key_mode, announce
+        )
+        if intake is not None:
+            from worker.tasks import publish_chunks
+
+            publish_chunks(intake.publish)
+        view = follow(db, job_id, poll_s=0.5, tick=runner.tick)
+    finally:
+        runner.stop()
+    stderr.print(summary_line(view), highlight=False)
+    sys.exit(EXIT_BY_STATE.get(view.status, 1))

@@ -1,0 +1,187 @@
+"""The embedded runner behind ``enos-import run``: the whole import in one process.
+
+A real Celery worker (threads pool) consumes an in-process ``memory://`` broker and runs the same
+tasks, claims and chunk code as a deployment; the process's own loop plays Celery beat (the
+sweeper). The database is ``ENOS_IMPORT_DATABASE_URL``, or else a local SQLite file. Killed and
+run again on the same file, it finds its job by the file's content hash and resumes it; chunks
+held by the dead process are taken over at once, after reconciling by deviceKey.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from celery.worker import WorkController
+from celery.worker import state as worker_state
+from sqlalchemy import select, update
+
+from worker.celery_app import QUEUE, app
+from worker.db.migrate import upgrade
+from worker.db.models import CHUNKS, JOBS, ChunkStatus, JobStatus
+from worker.db.session import Database, database_url
+from worker.importer.budget import LocalBudget
+from worker.importer.send import SendContext
+from worker.importer.submit import IntakeResult, create, job_options, run_intake
+from worker.importer.sweeper import sweep
+from worker.intake.sources import Source
+from worker.logs import get_logger
+from worker.runtime import install_context, make_client
+from worker.settings import Settings
+
+log = get_logger(__name__)
+
+
+class _Worker(WorkController):  # type: ignore[misc]
+    """A WorkController that says when its consumer is ready."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.ready = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def on_consumer_ready(self, consumer: Any) -> None:
+        self.ready.set()
+
+
+@dataclass
+class Embedded:
+    settings: Settings
+    db: Database
+    worker: _Worker | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        app.conf.update(broker_url="memory://", broker_transport_options={})
+        install_context(
+            SendContext(
+                db=self.db,
+                client=make_client(self.settings),
+                settings=self.settings,
+                budget=LocalBudget(self.settings.max_concurrency, self.settings.lease_s / 4),
+                owner=owner(),
+            )
+        )
+        import worker.tasks  # noqa: F401 - registers the tasks on the app
+
+        self.worker = _Worker(
+            app=app,
+            hostname=f"embedded@{socket.gethostname()}",
+            pool="threads",
+            concurrency=self.settings.max_concurrency,
+            loglevel="WARNING",
+            queues=[QUEUE],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            ready_callback=None,
+        )
+        self.thread = threading.Thread(target=self.worker.start, name="celery", daemon=True)
+        self.thread.start()
+        if not self.worker.ready.wait(30):
+            raise RuntimeError("the embedded Celery worker did not start")
+
+    def stop(self) -> None:
+        if self.thread is None:
+            return
+        worker_state.should_terminate = 0
+        self.thread.join(30)
+        worker_state.should_terminate = None
+
+    def tick(self) -> None:
+        """One sweep: what Celery beat does in a deployment."""
+        from worker.tasks import publish_chunks, restart_intake
+
+        sweep(self.db, self.settings, publish_chunks, restart_intake)
+
+
+def owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def embedded_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"broker_url": "memory://", "sweep_interval_s": 1.0})
+
+
+def open_embedded_database(settings: Settings) -> Database:
+    url = database_url(settings.database_url)
+    upgrade(url)
+    return Database(url)
+
+
+def find_resumable(db: Database, org_id: str, content_sha256: str) -> str | None:
+    """An unfinished embedded job of the same org and file content, made ready to resume."""
+    with db.begin() as session:
+        row = session.execute(
+            select(JOBS.c.id, JOBS.c.options)
+            .where(
+                JOBS.c.org_id == org_id,
+                JOBS.c.source_sha256 == content_sha256,
+                JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
+            )
+            .order_by(JOBS.c.created_at.desc())
+        ).first()
+        if row is None or (row.options or {}).get("intake") != "embedded":
+            return None
+        release_dead_leases(session, row.id)
+        return str(row.id)
+
+
+def release_dead_leases(session: Any, job_id: str) -> int:
+    """Chunks held by processes of this host that no longer exist are due at once; their next
+    attempt reconciles by deviceKey, since the dead process may have reached EnOS."""
+    host = socket.gethostname()
+    released = 0
+    for chunk_id, holder in session.execute(
+        select(CHUNKS.c.id, CHUNKS.c.lease_owner).where(
+            CHUNKS.c.job_id == job_id, CHUNKS.c.status == ChunkStatus.IN_FLIGHT
+        )
+    ):
+        name, _, pid = str(holder or "").partition(":")
+        if name == host and pid.isdigit() and not _alive(int(pid.split(":")[0])):
+            session.execute(
+                update(CHUNKS)
+                .where(CHUNKS.c.id == chunk_id)
+                .values(lease_expires_at=0.0, published_at=None)
+            )
+            released += 1
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_or_resume(
+    db: Database,
+    settings: Settings,
+    org_id: str,
+    source: Source,
+    require_secret: bool,
+    key_mode: str | None,
+    announce: Any,
+) -> tuple[str, IntakeResult | None]:
+    """The job id (announced as soon as it exists) and the intake's result (None: resumed)."""
+    content_sha256 = source.sha256()
+    resumed = find_resumable(db, org_id, content_sha256)
+    if resumed is not None:
+        announce(resumed)
+        log.info("job.resumed", job_id=resumed)
+        return resumed, None
+
+    job_id = str(uuid.uuid4())
+    options = job_options(
+        settings, require_secret=require_secret, intake="embedded", key_mode=key_mode
+    )
+    create(db, settings, job_id, org_id, source.name, options)
+    announce(job_id)
+    return job_id, run_intake(db, settings, job_id, org_id, source, options)

@@ -1,0 +1,109 @@
+"""The results export: per device, the input row's own columns, then its outcome.
+
+Columns: the input's own (for JSON input, flattened to the CSV column names) with ``deviceKey``
+filled in, then ``line, status, assetId, errorCode, errorMessage``. In CSV, a cell that a
+spreadsheet would run as a formula is prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.db.models import ITEMS, JOBS
+from worker.enos.secret_box import Opener
+
+TAIL = ("line", "status", "assetId", "errorCode", "errorMessage")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_UTC_OFFSET = re.compile(r"[+-]\d{2}:\d{2}")
+
+
+def formula_guard(cell: str) -> str:
+    """``'`` before a cell that starts like a formula (``=``, ``@``, tab, or ``+``/``-`` that is
+    neither a number nor a UTC offset such as ``-05:00``)."""
+    if not cell:
+        return cell
+    first = cell[0]
+    if first in "=@\t":
+        return "'" + cell
+    if first in "+-" and not (_NUMBER.fullmatch(cell) or _UTC_OFFSET.fullmatch(cell)):
+        return "'" + cell
+    return cell
+
+
+def export_columns(session: Session, job_id: str) -> list[str]:
+    columns = session.execute(select(JOBS.c.columns).where(JOBS.c.id == job_id)).scalar_one()
+    names = [str(c) for c in (columns or [])]
+    if "deviceKey" not in names:
+        position = names.index("productKey") + 1 if "productKey" in names else 0
+        names.insert(position, "deviceKey")
+    return names
+
+
+def rows(
+    session: Session,
+    job_id: str,
+    statuses: list[str] | None = None,
+    opener: Opener | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Each device's export row, in line order, streamed from the database."""
+    columns = export_columns(session, job_id)
+    query = (
+        select(
+            ITEMS.c.line_no,
+            ITEMS.c.cells,
+            ITEMS.c.device_key,
+            ITEMS.c.status,
+            ITEMS.c.asset_id,
+            ITEMS.c.error_code,
+            ITEMS.c.error_message,
+            ITEMS.c.device_secret,
+            ITEMS.c.session_key,
+        )
+        .where(ITEMS.c.job_id == job_id)
+        .order_by(ITEMS.c.line_no)
+        .execution_options(yield_per=2000)
+    )
+    if statuses:
+        query = query.where(ITEMS.c.status.in_(statuses))
+    for line, cells, key, status, asset, code, message, secret, session_key in session.execute(
+        query
+    ):
+        cells = cells if isinstance(cells, dict) else orjson.loads(cells or "{}")
+        row: dict[str, Any] = {name: cells.get(name, "") for name in columns}
+        row["deviceKey"] = cells.get("deviceKey") or key or ""
+        row.update(
+            line=line,
+            status=status,
+            assetId=asset or "",
+            errorCode="" if code is None else code,
+            errorMessage=message or "",
+        )
+        if opener is not None:
+            row["deviceSecret"] = opener.open(secret, session_key) if secret and session_key else ""
+        yield row
+
+
+def write_csv(out: TextIO, columns: list[str], records: Iterator[dict[str, Any]]) -> int:
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    count = 0
+    for record in records:
+        writer.writerow([formula_guard(str(record.get(name, ""))) for name in columns])
+        count += 1
+    return count
+
+
+def write_jsonl(out: TextIO, columns: list[str], records: Iterator[dict[str, Any]]) -> int:
+    count = 0
+    for record in records:
+        out.write(orjson.dumps({name: record.get(name, "") for name in columns}).decode())
+        out.write("\n")
+        count += 1
+    return count

@@ -2,7 +2,7 @@
 VENV    := .venv
 BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo $(VENV)/bootstrap/bin/uv)
-sources := $(wildcard worker tests bench migrations)
+sources := $(wildcard worker tests bench migrations examples)
 
 .PHONY: install demo test test-faults lint fmt typecheck simulator bench migrate all clean
 

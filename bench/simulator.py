@@ -370,9 +370,7 @@ def write_section(path: Path, text: str) -> None:
         existing = "".join(lines).rstrip("\n")
         path.write_text(existing + "\n\n" + text)
         return
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-    )
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     tail = "".join(lines[end:])
     path.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
 

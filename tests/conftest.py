@@ -80,3 +80,100 @@ def sim_server(sim_app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The simulator as a real uvicorn server on a free loopback port; yields its base URL."""
     with serve_in_thread(sim_app) as url:
         yield url
+
+
+# ----------------------------------------------------------------------------------- databases
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TABLES = "import_items, import_chunks, import_jobs, import_org_batch_limits, import_service_beats"
+
+
+def _service_missing(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable: {exc}"
+    if CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url(worker_tag: str) -> Iterator[str]:
+    """A PostgreSQL database of this test session, migrated once."""
+    from sqlalchemy import create_engine, text
+
+    from worker.db.migrate import upgrade
+
+    name = f"enos_import_test_{worker_tag}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        _service_missing("PostgreSQL on 127.0.0.1:5432", exc)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def worker_tag() -> str:
+    return str(os.getpid())
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from worker.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'enos-import.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The import database, on PostgreSQL and on SQLite, emptied before each test."""
+    from sqlalchemy import text
+
+    from worker.db.session import Database
+
+    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "sqlite_url")
+    database = Database(url)
+    with database.begin() as session:
+        if request.param == "postgresql":
+            session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY"))
+        else:
+            for table in TABLES.split(", "):
+                session.execute(text(f"DELETE FROM {table}"))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def pg_db(pg_url: str):  # type: ignore[no-untyped-def]
+    """The PostgreSQL import database alone, emptied before the test."""
+    from sqlalchemy import text
+
+    from worker.db.session import Database
+
+    database = Database(pg_url)
+    with database.begin() as session:
+        session.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY"))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis database number of the tests' own on the shared server, flushed first."""
+    import redis
+
+    url = "redis://127.0.0.1:6379/11"
+    try:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+    except Exception as exc:
+        _service_missing("Redis on 127.0.0.1:6379", exc)
+    return url

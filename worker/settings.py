@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     )
     backoff_base_s: float = Field(default=1.0, gt=0, description="First retry delay (doubles).")
     backoff_max_s: float = Field(default=120.0, gt=0, description="Longest retry delay.")
+    reconcile_delay_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Wait before looking up devices after a lost answer (EnOS reads lag ~2 s).",
+    )
     republish_after_s: float = Field(
         default=60.0, gt=0, description="A published chunk not taken by then is published again."
     )

@@ -9,6 +9,7 @@ refuses the current one, or the token service refuses to give one.
 from __future__ import annotations
 
 import email.utils
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,7 @@ SEARCH_PAGE_MAX: Final = 200
 _AUTH_CODES: Final = frozenset({401, 1001, 1002, 1003, 1202, 1203, 1204, 4011, 4012})
 _NOT_FOUND_CODES: Final = frozenset({11404, 11611, 99404})
 _OK_CODES: Final = frozenset({0, PARTIAL_SUCCESS})
+_TAGS: Final = re.compile(r"<[^>]*>")
 
 
 class EnosClient:
@@ -429,7 +431,7 @@ def _gateway_message(response: httpx.Response) -> str:
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        text = " ".join(response.text.split())
+        text = " ".join(_TAGS.sub(" ", response.text).split())
         return text[:200] or response.reason_phrase
     if isinstance(body, dict):
         return str(body.get("message") or body.get("msg") or response.reason_phrase)[:200]

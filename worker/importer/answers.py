@@ -69,7 +69,6 @@ class Answers:
     def apply(self, result: BatchResult, items: list[PendingItem]) -> list[PendingItem]:
         """Reads a batchCreate answer (matched by position); returns the rows EnOS says exist."""
         exists: list[PendingItem] = []
-        self.sent.update(item.id for item in items)
         for item, answer in zip(items, result.items, strict=True):
             kind = answer.kind
             if kind is ItemKind.CREATED:

@@ -177,5 +177,7 @@ def plan_chunks(session: Session, job_id: str, only_from_seq: int = 0) -> int:
         "job_id", "seq", "size", "status", "attempts", "fencing_token", "next_attempt_at",
         "needs_reconcile",
     ]  # fmt: skip
-    result = session.connection().execute(insert(CHUNKS).from_select(columns, grouped))
-    return int(result.rowcount or 0)
+    session.connection().execute(insert(CHUNKS).from_select(columns, grouped))
+    # Not every driver reports the rowcount of INSERT … SELECT: count instead.
+    count = select(func.count()).where(CHUNKS.c.job_id == job_id, CHUNKS.c.seq >= only_from_seq)
+    return int(session.connection().execute(count).scalar_one())

@@ -137,6 +137,7 @@ def _attempt(
         if not todo:
             return
         with ctx.budget.slot():
+            answers.sent.update(item.id for item in todo)
             result = ctx.client.batch_create(
                 org_id,
                 [orjson.Fragment(item.payload) for item in todo],  # type: ignore[misc]
@@ -160,7 +161,9 @@ def _attempt(
     except errors.AmbiguousError as exc:
         plan.error = str(exc)
         # EnOS's reads lag its writes by about two seconds: wait at least that long.
-        plan.delay = max(2.0, retry_delay(ctx.settings, claim.attempts, None))
+        plan.delay = max(
+            ctx.settings.reconcile_delay_s, retry_delay(ctx.settings, claim.attempts, None)
+        )
         plan.reconcile_next = True
     except errors.InvalidArgumentsError as exc:
         if len(todo) > 1:

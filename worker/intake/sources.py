@@ -98,10 +98,11 @@ def detect_format(path: Path) -> str:
     if head.startswith(b"{"):
         first = head.split(b"\n", 1)[0]
         try:
-            orjson.loads(first)
-            return "jsonl"
+            parsed = orjson.loads(first)
         except orjson.JSONDecodeError:
             return "json"
+        # A request body written on one line is one JSON document, not JSON Lines.
+        return "json" if isinstance(parsed, dict) and "deviceList" in parsed else "jsonl"
     return "csv"
 
 
@@ -166,11 +167,11 @@ class CsvSource(_FileSource):
                 self.error = SourceError("the file is empty", 1)
                 return
             except csv.Error as exc:
-                self.error = SourceError(f"the header cannot be read: {exc}", 1)
+                self.error = SourceError(f"line 1 (header): cannot be read: {exc}", 1)
                 return
             if len(header) > self.limits.max_columns:
                 self.error = SourceError(
-                    f"the header has {len(header)} columns, over the limit of "
+                    f"line 1 (header): {len(header)} columns, over the limit of "
                     f"{self.limits.max_columns} (ENOS_IMPORT_MAX_COLUMNS)",
                     1,
                 )
@@ -178,7 +179,7 @@ class CsvSource(_FileSource):
             try:
                 columns = parse_header(header)
             except HeaderError as exc:
-                self.error = SourceError(f"header: {exc}", 1)
+                self.error = SourceError(f"line 1 (header): {exc}", 1)
                 return
             names = [c.name for c in columns]
             if not any(c.kind == "field" and c.key == "deviceKey" for c in columns):
@@ -203,7 +204,7 @@ class CsvSource(_FileSource):
                 return
             except csv.Error as exc:
                 last_line = reader.line_num
-                yield SourceRow(start, {}, None, [f"row: {exc}"])
+                yield SourceRow(start, {}, None, [f"line {start}: {exc}"])
                 continue
             last_line = reader.line_num
             if not cells or all(not c.strip() for c in cells):
@@ -214,7 +215,9 @@ class CsvSource(_FileSource):
             count += 1
             problems = lines.problems(start, last_line)
             if len(cells) > width:
-                problems.append(f"row: has {len(cells)} cells, the header has {width} columns")
+                problems.append(
+                    f"line {start}: has {len(cells)} cells, the header has {width} columns"
+                )
             if problems:
                 yield SourceRow(start, _cells(columns, cells), None, problems)
                 continue

@@ -313,7 +313,12 @@ def code_version() -> str:
     return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
-def section(results: list[Result], args: argparse.Namespace, command: str) -> str:
+def load_average() -> str:
+    """The 1-minute load average: other work on these CPUs skews the numbers."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def section(results: list[Result], args: argparse.Namespace, command: str, load_before: str) -> str:
     info = machine()
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     slowest = min(r.devices_per_s for r in results if not r.variant.require_secret)
@@ -324,7 +329,7 @@ def section(results: list[Result], args: argparse.Namespace, command: str) -> st
         f"Measured {now} on code {code_version()} by `{command}`.",
         "",
         f"Machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} RAM, {info['os']}, "
-        f"{info['python']}.",
+        f"{info['python']}. 1-minute load average just before the runs: {load_before}.",
         "",
         "The real `enos-import simulator --host 127.0.0.1 --port <free port> --seed-demo "
         f"--product-cap {CAP} --ou-cap {CAP}` runs as a subprocess, once in memory and once with "
@@ -396,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         Variant("requireSecret", True, args.secret_devices),
     ]
     results: list[Result] = []
+    load_before = load_average()
     for store in args.stores.split(","):
         if store not in ("memory", "state"):
             parser.error(f"unknown store {store!r}")
@@ -414,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.client_us_per_device:5.1f} µs/device",
                     flush=True,
                 )
-    text = section(results, args, command)
+    text = section(results, args, command, load_before)
     if args.no_write:
         print("\n" + text)
     else:

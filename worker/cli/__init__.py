@@ -8,6 +8,7 @@ from worker.cli.db import db
 from worker.cli.jobs import cancel, results, retry, status, submit
 from worker.cli.run import run
 from worker.cli.simulator import simulator
+from worker.cli.validate import validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +17,7 @@ def cli() -> None:
     """Bulk device import for EnOS: files of device definitions become EnOS devices."""
 
 
-for command in (submit, status, results, retry, cancel, run, simulator, db):
+for command in (submit, validate, status, results, retry, cancel, run, simulator, db):
     cli.add_command(command)
 
 

@@ -261,38 +261,59 @@ class _DecodedLines:
         self._peeked.append(data)
         return data.lstrip(_BOM).decode("utf-8", "replace")
 
-    def _raw_lines(self) -> Iterator[bytes]:
-        pending = b"".join(self._peeked)
+    def _raw_lines(self) -> Iterator[tuple[bytes, bool]]:
+        """Each physical line with its line end, and whether it was cut: a line longer than the
+        limit is passed on cut there and the rest of it skipped, so memory stays bounded."""
+        limit = self._max * 4 + 4
+        buffer = b"".join(self._peeked)
         self._peeked.clear()
+        start = 0
+        skipping = False  # inside the rest of a line that was cut
         while True:
-            newline = pending.find(b"\n")
-            while newline < 0:
-                block = self._handle.read(1 << 16)
-                if not block:
-                    if pending:
-                        yield pending
-                    return
-                pending += block
-                if len(pending) > self._max * 4 + 4:
-                    # A runaway line: hand it on in pieces rather than hold it all.
-                    yield pending
-                    pending = b""
-                newline = pending.find(b"\n")
-            yield pending[: newline + 1]
-            pending = pending[newline + 1 :]
+            newline = buffer.find(b"\n", start)
+            if newline >= 0:
+                if skipping:
+                    skipping = False
+                elif newline + 1 - start > limit:
+                    yield buffer[start : start + limit], True
+                else:
+                    yield buffer[start : newline + 1], False
+                start = newline + 1
+                continue
+            if skipping:
+                buffer, start = b"", 0
+            elif len(buffer) - start > limit:
+                # A runaway line: pass on its start, skip the rest up to its line end.
+                yield buffer[start : start + limit], True
+                buffer, start, skipping = b"", 0, True
+            block = self._handle.read(1 << 16)
+            if not block:
+                rest = buffer[start:]
+                if rest:
+                    yield rest[:limit], len(rest) > limit
+                return
+            # Only the unfinished line is kept: no copying of the whole buffer per line.
+            buffer = buffer[start:] + block
+            start = 0
 
     def __iter__(self) -> Iterator[str]:
-        for raw in self._raw_lines():
+        for raw, cut in self._raw_lines():
             self._line += 1
             if self._first:
                 raw = raw.removeprefix(_BOM)
                 self._first = False
+            if cut:
+                self._bad[self._line] = (
+                    f"line {self._line}: longer than {self._max * 4 + 4} bytes "
+                    "(ENOS_IMPORT_MAX_FIELD_CHARS)"
+                )
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                self._bad[self._line] = (
+                self._bad.setdefault(
+                    self._line,
                     f"line {self._line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
-                    f"byte {exc.start + 1} of the line)"
+                    f"byte {exc.start + 1} of the line)",
                 )
                 text = raw.decode("utf-8", "replace")
             if "\x00" in text:

@@ -1,24 +1,53 @@
-"""The ``enos-import`` command."""
+"""The ``enos-import`` command.
+
+Subcommands are imported when used, so that ``enos-import simulator`` or ``--help`` do not pay
+for Celery and SQLAlchemy.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import click
 
-from worker.cli.db import db
-from worker.cli.jobs import cancel, results, retry, status, submit
-from worker.cli.run import run
-from worker.cli.simulator import simulator
-from worker.cli.validate import validate
+COMMANDS = {
+    "submit": "worker.cli.jobs:submit",
+    "validate": "worker.cli.validate:validate",
+    "status": "worker.cli.jobs:status",
+    "results": "worker.cli.jobs:results",
+    "retry": "worker.cli.jobs:retry",
+    "cancel": "worker.cli.jobs:cancel",
+    "run": "worker.cli.run:run",
+    "simulator": "worker.cli.simulator:simulator",
+    "db": "worker.cli.db:db",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands live in modules imported on first use (click's recipe)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: Any = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="enos-import")
 def cli() -> None:
-    """Bulk device import for EnOS: files of device definitions become EnOS devices."""
+    """Bulk device import for EnOS: files of device definitions become EnOS devices.
 
-
-for command in (submit, validate, status, results, retry, cancel, run, simulator, db):
-    cli.add_command(command)
+    Exit status: 0 success (job completed), 1 error, 2 usage, 3 completed with errors,
+    4 failed, 5 cancelled. Every option falls back to its ENOS_IMPORT_* variable.
+    """
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # How we talk to EnOS.
     batch_size: int = Field(default=1000, ge=1, le=1000, description="Devices per batchCreate.")
     max_concurrency: int = Field(default=8, ge=1, description="batchCreate calls in flight.")
-    connect_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait to connect.")
     read_timeout_s: float = Field(default=60.0, gt=0, description="Longest wait for an answer.")
     verify_tls: bool = Field(default=True, description="Verify the gateway's TLS certificate.")
 
@@ -77,17 +77,16 @@ class Settings(BaseSettings):
     )
 
     # Intake limits.
-    max_file_bytes: int = Field(default=4 * 1024**3, gt=0)
-    max_field_chars: int = Field(default=64 * 1024, gt=0)
-    max_rows: int = Field(default=5_000_000, gt=0)
-    max_columns: int = Field(default=1_000, gt=0)
-
-    # Schedule: nightly imports of the files dropped into an inbox folder.
-    inbox_dir: Path | None = Field(default=None, description="Folder of files for nightly imports.")
+    max_file_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest input file.")
+    max_field_chars: int = Field(default=64 * 1024, gt=0, description="Longest cell (CSV) or line.")
+    max_rows: int = Field(default=5_000_000, gt=0, description="Most rows read from a file.")
+    max_columns: int = Field(default=1_000, gt=0, description="Most CSV columns.")
 
     # Logs.
-    log_format: str = Field(default="auto", pattern="^(auto|console|json)$")
-    log_level: str = Field(default="INFO")
+    log_format: str = Field(
+        default="auto", pattern="^(auto|console|json)$", description="auto: console on a terminal."
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -3,6 +3,7 @@ every process we start, and the import database's two views."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,13 @@ class Simulator:
     def _http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10, trust_env=False)
 
+    def up(self) -> bool:
+        try:
+            self.stats()
+        except httpx.TransportError:
+            return False
+        return True
+
     def stats(self) -> dict[str, Any]:
         with self._http() as http:
             response = http.get("/__sim/stats")
@@ -73,7 +81,7 @@ class Simulator:
         response.raise_for_status()
         found: dict[str, dict[str, Any]] = {}
         for line in response.text.splitlines():
-            device = httpx.Response(200, content=line).json()
+            device = json.loads(line)
             if device["orgId"] != DEMO_ORG:
                 continue
             assert device["deviceKey"] not in found, f"EnOS holds {device['deviceKey']} twice"

@@ -209,21 +209,34 @@ def _warn_without_sweeper(db: Database, interval_s: float) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here instead of stdout.")  # fmt: skip
 @click.option(
-    "--secrets", "private_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Explicit secrets export: decrypt deviceSecret with this PEM private key.",
+    "--secrets",
+    is_flag=True,
+    help="Explicit secrets export: add deviceSecret, decrypted with the private key.",
+)
+@click.option(
+    "--private-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM private key of the service account [env ENOS_IMPORT_PRIVATE_KEY_FILE].",
 )  # fmt: skip
 def results(
     job_id: str,
     statuses: tuple[str, ...],
     fmt: str,
     output: Path | None,
+    secrets: bool,
     private_key: Path | None,
 ) -> None:
     """Per-device outcomes: the input row's own columns, then line, status, assetId, errorCode,
     errorMessage."""
-    db = open_database(settings_from())
+    settings = settings_from(private_key_file=private_key)
+    db = open_database(settings)
     require_job(db, job_id)
-    opener = Opener(private_key.read_bytes()) if private_key else None
+    opener = None
+    if secrets:
+        if settings.private_key_file is None:
+            raise click.UsageError(
+                "--secrets needs --private-key (or ENOS_IMPORT_PRIVATE_KEY_FILE)"
+            )
+        opener = Opener(settings.private_key_file.read_bytes())
     with db.read() as session:
         columns = [*export.export_columns(session, job_id), *export.TAIL]
         if opener is not None:

@@ -83,7 +83,7 @@ def test_quoted_fields_hold_separators_quotes_and_newlines(tmp_path: Path, newli
         [
             "productKey,deviceKey,deviceName,deviceDesc,timezone",
             'pk-meter,meter-0001,"Meter, north","first line' + newline + 'second ""line""",+08:00',
-            "pk-meter,meter-0002,Meter 2,\"three" + newline + newline + 'lines",UTC',
+            'pk-meter,meter-0002,Meter 2,"three' + newline + newline + 'lines",UTC',
             "pk-meter,meter-0003,Meter 3,,+08:00",
             "",
         ]
@@ -168,7 +168,9 @@ def test_alias_columns_and_case_insensitive_fixed_names(tmp_path: Path) -> None:
 )
 def test_attribute_cells_take_their_json_type(tmp_path: Path, cell: str, expected: Any) -> None:
     quoted = '"' + cell.replace('"', '""') + '"'
-    _, rows = read(tmp_path, "d.csv", f"{HEADER},attr.a,tag.t\npk-meter,k-001,M,UTC,{quoted},{quoted}\n")
+    _, rows = read(
+        tmp_path, "d.csv", f"{HEADER},attr.a,tag.t\npk-meter,k-001,M,UTC,{quoted},{quoted}\n"
+    )
     value = rows[0].option["deviceAttributes"]["a"]
     assert value == expected
     assert type(value) is type(expected)
@@ -188,17 +190,29 @@ def test_empty_cells_are_absent_fields(tmp_path: Path) -> None:
     _, rows = read(tmp_path, "d.csv", text)
     assert [r.option for r in rows] == [
         {"productKey": "pk-meter", "deviceName": {"defaultValue": "Meter 1"}, "timezone": "+08:00"},
-        {"productKey": "pk-meter", "deviceKey": "meter-0002", "deviceName": {"i18nValue": {"zh_CN": "名字"}}},
+        {
+            "productKey": "pk-meter",
+            "deviceKey": "meter-0002",
+            "deviceName": {"i18nValue": {"zh_CN": "名字"}},
+        },
         {"productKey": "pk-meter"},
-    ]  # fmt: skip
-    assert rows[0].cells == {"productKey": "pk-meter", "deviceName": "Meter 1", "timezone": "+08:00"}
+    ]
+    assert rows[0].cells == {
+        "productKey": "pk-meter",
+        "deviceName": "Meter 1",
+        "timezone": "+08:00",
+    }
     assert all(r.problems == [] for r in rows)
 
 
 def test_a_file_without_a_devicekey_column_gets_one_in_its_columns(tmp_path: Path) -> None:
     source, rows = read(tmp_path, "d.csv", "productKey,deviceName,timezone\npk-meter,M,UTC\n")
     assert source.columns == ["productKey", "deviceKey", "deviceName", "timezone"]
-    assert rows[0].option == {"productKey": "pk-meter", "deviceName": {"defaultValue": "M"}, "timezone": "UTC"}
+    assert rows[0].option == {
+        "productKey": "pk-meter",
+        "deviceName": {"defaultValue": "M"},
+        "timezone": "UTC",
+    }
 
 
 def test_an_unknown_header_column_refuses_the_file_at_line_1(tmp_path: Path) -> None:
@@ -426,7 +440,10 @@ def test_json_batch_create_body(tmp_path: Path) -> None:
     assert source.format == "json"
     assert source.error is None
     assert [r.line for r in rows] == [1, 2]
-    assert rows[0].option == {**meter("meter-0001", "Meter 1"), "deviceAttributes": {"rated": 1.5, "n": 3}}
+    assert rows[0].option == {
+        **meter("meter-0001", "Meter 1"),
+        "deviceAttributes": {"rated": 1.5, "n": 3},
+    }
     assert type(rows[0].option["deviceAttributes"]["rated"]) is float
     assert type(rows[0].option["deviceAttributes"]["n"]) is int
     assert rows[1].option == meter("meter-0002", "Meter 2")
@@ -434,10 +451,25 @@ def test_json_batch_create_body(tmp_path: Path) -> None:
 
 
 def test_json_bare_array(tmp_path: Path) -> None:
-    data = '[{"productKey": "pk-meter", "deviceKey": "meter-0001", "deviceName": {"defaultValue": "Meter 1"}, "timezone": "+08:00"}]'
+    data = (
+        '[{"productKey": "pk-meter", "deviceKey": "meter-0001", '
+        '"deviceName": {"defaultValue": "Meter 1"}, "timezone": "+08:00"}]'
+    )
     source, rows = read(tmp_path, "list.json", data)
     assert source.error is None
     assert [(r.line, r.option) for r in rows] == [(1, meter("meter-0001", "Meter 1"))]
+
+
+def test_json_columns_lead_with_product_and_device_key(tmp_path: Path) -> None:
+    # As in a CSV file, whichever row first has a deviceKey.
+    data = (
+        '[{"deviceName": {"defaultValue": "A"}, "productKey": "pk", "deviceTags": {"t": "v"}},'
+        ' {"deviceKey": "meter-0002", "deviceDesc": "d"}]'
+    )
+    source, rows = read(tmp_path, "list.json", data)
+    assert len(rows) == 2
+    assert source.columns == ["productKey", "deviceKey", "deviceName", "tag.t", "deviceDesc"]
+    assert rows[1].cells == {"deviceKey": "meter-0002", "deviceDesc": "d"}
 
 
 def test_truncated_json_keeps_the_items_before_the_break(tmp_path: Path) -> None:

@@ -40,10 +40,17 @@ def formula_guard(cell: str) -> str:
 def export_columns(session: Session, job_id: str) -> list[str]:
     columns = session.execute(select(JOBS.c.columns).where(JOBS.c.id == job_id)).scalar_one()
     names = [str(c) for c in (columns or [])]
-    if "deviceKey" not in names:
-        position = names.index("productKey") + 1 if "productKey" in names else 0
-        names.insert(position, "deviceKey")
+    if _named(names, "deviceKey") is None:
+        product = _named(names, "productKey")
+        names.insert(0 if product is None else names.index(product) + 1, "deviceKey")
     return names
+
+
+def _named(names: list[str], field: str) -> str | None:
+    """The column of a fixed field as the file spells it (CSV fixed names ignore case)."""
+    if field in names:
+        return field
+    return next((name for name in names if name.lower() == field.lower()), None)
 
 
 def rows(
@@ -54,6 +61,7 @@ def rows(
 ) -> Iterator[dict[str, Any]]:
     """Each device's export row, in line order, streamed from the database."""
     columns = export_columns(session, job_id)
+    key_column = _named(columns, "deviceKey") or "deviceKey"
     query = (
         select(
             ITEMS.c.line_no,
@@ -77,7 +85,7 @@ def rows(
     ):
         cells = cells if isinstance(cells, dict) else orjson.loads(cells or "{}")
         row: dict[str, Any] = {name: cells.get(name, "") for name in columns}
-        row["deviceKey"] = cells.get("deviceKey") or key or ""
+        row[key_column] = cells.get(key_column) or key or ""
         row.update(
             line=line,
             status=status,

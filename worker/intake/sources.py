@@ -30,6 +30,8 @@ from worker.intake.columns import (
 
 FORMATS = ("csv", "jsonl", "json")
 _BOM = b"\xef\xbb\xbf"
+# JSON input is flattened to CSV columns; these lead, as in a CSV file, whichever row has them.
+_LEADING = ("productKey", "deviceKey")
 
 
 class SourceError(ValueError):
@@ -336,6 +338,7 @@ class JsonLinesSource(_FileSource):
     format = "jsonl"
 
     def rows(self) -> Iterator[SourceRow]:
+        self._add_columns(_LEADING)
         count = 0
         with self.path.open("rb") as handle:
             for line_no, raw in enumerate(handle, 1):
@@ -363,6 +366,7 @@ class JsonSource(_FileSource):
     format = "json"
 
     def rows(self) -> Iterator[SourceRow]:
+        self._add_columns(_LEADING)
         with self.path.open("rb") as handle:
             head = handle.read(4096)
             body = head.removeprefix(_BOM).lstrip()
@@ -403,6 +407,7 @@ class InlineSource(Source):
         return hashlib.sha256(orjson.dumps(self.devices, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def rows(self) -> Iterator[SourceRow]:
+        self._add_columns(_LEADING)
         for position, option in enumerate(self.devices, 1):
             cells = cells_from_option(option)
             self._add_columns(cells)

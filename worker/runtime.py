@@ -15,7 +15,10 @@ from worker.db.session import Database, database_url
 from worker.enos.client import EnosClient
 from worker.importer.budget import LocalBudget, RateBudget, RedisBudget
 from worker.importer.send import SendContext
+from worker.logs import get_logger
 from worker.settings import Settings, get_settings
+
+log = get_logger(__name__)
 
 _lock = threading.Lock()
 _context: tuple[int, SendContext] | None = None
@@ -27,6 +30,12 @@ def owner_id() -> str:
 
 
 def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
+    if not settings.verify_tls:
+        log.warning(
+            "tls.verification_off",
+            api_url=settings.api_url,
+            warning="TLS certificates of the EnOS gateway are NOT verified",
+        )
     return EnosClient(
         settings.api_url,
         settings.access_key,

@@ -21,6 +21,13 @@ from worker.intake.sources import FORMATS, SourceError, open_source
 )
 @click.option("--key-mode", type=click.Choice(["derive", "platform"]),
               help="Rows without deviceKey [env ENOS_IMPORT_KEY_MODE].")  # fmt: skip
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Do not verify the gateway's TLS certificate (a warning is logged) "
+    "[env ENOS_IMPORT_VERIFY_TLS=false].",
+)
 @click.option("--concurrency", type=int, help="Calls in flight [env ENOS_IMPORT_MAX_CONCURRENCY].")
 def run(
     file: Path,
@@ -28,12 +35,18 @@ def run(
     require_secret: bool,
     fmt: str | None,
     key_mode: str | None,
+    insecure: bool | None,
     concurrency: int | None,
 ) -> None:
     """Import FILE in this process: a real Celery worker on an embedded broker, the database of
     ENOS_IMPORT_DATABASE_URL or a local SQLite file. Run again after a crash, it resumes."""
     settings = embedded_settings(
-        settings_from(org_id=org_id, key_mode=key_mode, max_concurrency=concurrency)
+        settings_from(
+            org_id=org_id,
+            key_mode=key_mode,
+            max_concurrency=concurrency,
+            verify_tls=False if insecure else None,
+        )
     )
     if not settings.org_id:
         raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")

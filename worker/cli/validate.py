@@ -31,14 +31,26 @@ KEY_GROUP = 200
 @click.option(
     "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: by name)."
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Do not verify the gateway's TLS certificate (a warning is logged) "
+    "[env ENOS_IMPORT_VERIFY_TLS=false].",
+)
 @click.option("--offline", is_flag=True, help="Only the documented rules; do not ask EnOS.")
 @click.option("--product-cap", type=int, default=PRODUCT_CAP, show_default=True,
               help="Devices a product may hold on this EnOS.")  # fmt: skip
 def validate(
-    file: Path, org_id: str | None, fmt: str | None, offline: bool, product_cap: int
+    file: Path,
+    org_id: str | None,
+    fmt: str | None,
+    insecure: bool | None,
+    offline: bool,
+    product_cap: int,
 ) -> None:
     """Check every row of FILE (exit 0: all good; 3: problems found, listed on stdout)."""
-    settings = settings_from(org_id=org_id)
+    settings = settings_from(org_id=org_id, verify_tls=False if insecure else None)
     if not settings.org_id:
         raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
     try:

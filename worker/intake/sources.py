@@ -206,7 +206,8 @@ class CsvSource(_FileSource):
                 return
             except csv.Error as exc:
                 last_line = reader.line_num
-                yield SourceRow(start, {}, None, [f"line {start}: {exc}"])
+                lines.forget(last_line)
+                yield SourceRow(start, {}, None, [_record_error(exc, start, last_line)])
                 continue
             last_line = reader.line_num
             if not cells or all(not c.strip() for c in cells):
@@ -226,6 +227,17 @@ class CsvSource(_FileSource):
             yield SourceRow(start, _cells(columns, cells), option_from_cells(columns, cells))
 
 
+def _record_error(exc: csv.Error, start: int, end: int) -> str:
+    if "unexpected end of data" in str(exc):
+        return (
+            f"line {start}: a quoted field opens here and is never closed, so lines "
+            f"{start}-{end} cannot be read (unbalanced quote)"
+        )
+    if "field larger than field limit" in str(exc):
+        return f"line {start}: a field is longer than ENOS_IMPORT_MAX_FIELD_CHARS"
+    return f"line {start}: malformed CSV ({exc})"
+
+
 def _cells(columns: list[Column], cells: list[str]) -> dict[str, str]:
     width = len(cells)
     return {c.name: cells[c.index] for c in columns if c.index < width and cells[c.index] != ""}
@@ -242,6 +254,9 @@ def _sniff(sample: str) -> type[csv.Dialect] | csv.Dialect:
 
     class Dialect(csv.excel):
         delimiter = best
+        # Strict: a malformed quote fails its own record (the reader goes on with the next
+        # one) instead of silently swallowing the lines after it into one field.
+        strict = True
 
     return Dialect
 

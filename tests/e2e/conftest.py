@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.processes import BIN, Proc, free_port, start, wait_until
-from tests.e2e.services import Simulator, process_env
+from tests.e2e.services import Simulator, base_env, process_env
 from worker.db.session import Database
 from worker.importer.sweeper import seconds_since_beat
 
@@ -37,7 +37,7 @@ def simulator(workdir: Path) -> Iterator[Simulator]:
         str(BIN / "enos-import"), "simulator", "--port", str(port), "--seed-demo",
         "--auth", "strict", "--private-key-out", str(workdir / "demo-private-key.pem"),
     ]  # fmt: skip
-    proc = start("simulator", argv, process_env("", ""), workdir)
+    proc = start("simulator", argv, base_env(), workdir)
     sim = Simulator(f"http://127.0.0.1:{port}", proc)
     try:
         wait_until(sim.up, "the simulator to answer", STARTUP_S, [proc])

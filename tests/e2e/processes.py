@@ -3,6 +3,7 @@ always stopped by their process group with a bounded wait."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -43,23 +44,17 @@ class Proc:
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM to the process group, SIGKILL after ``grace_s``, then reap; never hangs."""
         _signal_group(self.popen.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
         # Prefork children share the group: whatever is left of it goes now.
         _signal_group(self.popen.pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores SIGKILL
-            pass
 
 
 def _signal_group(pgid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def start(name: str, argv: Sequence[str], env: dict[str, str], cwd: Path) -> Proc:

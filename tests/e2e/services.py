@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +29,24 @@ TIMINGS = {
 }
 
 
-def process_env(api_url: str, database_url: str, broker_url: str | None = None) -> dict[str, str]:
-    """The environment of a process we start: ours only, and no proxy between it and loopback."""
+def base_env() -> dict[str, str]:
+    """This environment without any ``ENOS_IMPORT_*`` setting, and with no proxy in the way of
+    loopback traffic."""
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("ENOS_IMPORT_") and "proxy" not in name.lower()
     }
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    return env
+
+
+def process_env(api_url: str, database_url: str, broker_url: str | None = None) -> dict[str, str]:
+    """The environment of an import process: the simulator's demo account, a database, a
+    broker, and the short timings."""
+    env = base_env()
     env.update(TIMINGS)
     env.update(
-        NO_PROXY="127.0.0.1,localhost",
         ENOS_IMPORT_API_URL=api_url,
         ENOS_IMPORT_ACCESS_KEY=DEMO_APP_KEY,
         ENOS_IMPORT_SECRET_KEY=DEMO_APP_SECRET,
@@ -105,6 +114,17 @@ class Simulator:
             str(option["deviceKey"]): str(item.asset_id)
             for option, item in zip(options, result.items, strict=True)
         }
+
+
+def job_id_from(stdout: str, stderr: str = "") -> str:
+    """The job id that ``submit`` and ``run`` print: alone, on the first line of stdout."""
+    first = stdout.splitlines()[0] if stdout else ""
+    try:
+        job_id = str(uuid.UUID(first))
+    except ValueError:
+        job_id = ""
+    assert first and first == job_id, f"first line of stdout is not a job id: {stdout!r}\n{stderr}"
+    return job_id
 
 
 def job_status(db: Database, job_id: str) -> dict[str, Any] | None:

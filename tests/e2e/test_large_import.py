@@ -4,12 +4,11 @@ worker pool, every device created once, and every assetId the one EnOS holds."""
 from __future__ import annotations
 
 import csv
-import uuid
 from collections import Counter
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.processes import run_cli
-from tests.e2e.services import job_status, outcomes
+from tests.e2e.services import job_id_from, job_status, outcomes
 
 ROWS = 5_000
 PRODUCTS = ("pk-meter", "pk-inverter", "pk-turbine")
@@ -32,13 +31,15 @@ def test_five_thousand_devices_all_created(cluster: Cluster) -> None:
         cluster.env, cluster.workdir, timeout_s=90, watched=cluster.processes,
     )  # fmt: skip
 
-    job_id = done.stdout.splitlines()[0] if done.stdout else ""
-    assert job_id == str(uuid.UUID(job_id or "0" * 32)), done.stdout
+    job_id = job_id_from(done.stdout, done.stderr)
     assert done.returncode == 0, f"exit {done.returncode}\nstderr: {done.stderr}"
     job = job_status(cluster.db, job_id)
     assert job is not None
     assert (job["status"], job["total"], job["created"], job["pending"]) == (
-        "completed", ROWS, ROWS, 0
+        "completed",
+        ROWS,
+        ROWS,
+        0,
     ), job
     got = outcomes(cluster.db, job_id)
     enos = sim.devices()

@@ -4,15 +4,11 @@ and the simulator, each a real process."""
 from __future__ import annotations
 
 import csv
-import re
-import uuid
 
 from tests.e2e import mixed
 from tests.e2e.conftest import Cluster
 from tests.e2e.processes import run_cli
-from tests.e2e.services import outcomes
-
-UUID_LINE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+from tests.e2e.services import job_id_from, outcomes
 
 
 def test_mixed_file_ends_with_each_line_settled(cluster: Cluster) -> None:
@@ -24,9 +20,7 @@ def test_mixed_file_ends_with_each_line_settled(cluster: Cluster) -> None:
         cluster.env, cluster.workdir, timeout_s=60, watched=cluster.processes,
     )  # fmt: skip
 
-    first = done.stdout.splitlines()[0] if done.stdout else ""
-    assert UUID_LINE.fullmatch(first), f"stdout: {done.stdout!r}\nstderr: {done.stderr}"
-    job_id = str(uuid.UUID(first))
+    job_id = job_id_from(done.stdout, done.stderr)
     assert done.returncode == 3, f"exit {done.returncode}\nstderr: {done.stderr}"
     mixed.check_outcomes(cluster.db, job_id, cluster.simulator, path, existing)
 
@@ -39,7 +33,12 @@ def test_mixed_file_ends_with_each_line_settled(cluster: Cluster) -> None:
     with export.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         assert reader.fieldnames == [
-            *mixed.HEADER, "line", "status", "assetId", "errorCode", "errorMessage"
+            *mixed.HEADER,
+            "line",
+            "status",
+            "assetId",
+            "errorCode",
+            "errorMessage",
         ]
         exported = {int(record["line"]): record for record in reader}
     got = outcomes(cluster.db, job_id)

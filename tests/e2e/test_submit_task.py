@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from tests.e2e.conftest import Cluster
@@ -54,12 +53,11 @@ def publish(cluster: Cluster, route: str, kwargs: dict[str, Any]) -> None:
 
 
 def wait_final(cluster: Cluster, job_id: str) -> dict[str, Any]:
-    return wait_until(
-        lambda: (job := job_status(cluster.db, job_id)) and job["status"] in FINAL and job,
-        f"job {job_id} to end",
-        60,
-        cluster.processes,
-    )
+    def final() -> dict[str, Any] | None:
+        job = job_status(cluster.db, job_id)
+        return job if job is not None and job["status"] in FINAL else None
+
+    return wait_until(final, f"job {job_id} to end", 60, cluster.processes)
 
 
 def snapshot(cluster: Cluster, job_id: str) -> dict[str, Any]:
@@ -137,7 +135,6 @@ def device_option(n: int, *, keyed: bool = True) -> dict[str, Any]:
     return option
 
 
-@pytest.mark.timeout(120)
 def test_submit_task_by_name_with_a_path(cluster: Cluster) -> None:
     path: Path = cluster.workdir / "task-devices.csv"
     rows = ["productKey,deviceKey,deviceName,timezone"] + [
@@ -156,7 +153,6 @@ def test_submit_task_by_name_with_a_path(cluster: Cluster) -> None:
     redeliver_and_compare(cluster, "name", kwargs)
 
 
-@pytest.mark.timeout(120)
 def test_submit_task_by_name_with_inline_devices(cluster: Cluster) -> None:
     devices = [device_option(n, keyed=n % 5 != 0) for n in range(15)]
     job_id = str(uuid.uuid4())

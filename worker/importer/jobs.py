@@ -46,7 +46,8 @@ def create_job(
         statement = sqlite.insert(JOBS).values(values).on_conflict_do_nothing()
     else:  # pragma: no cover - only the two supported databases
         statement = insert(JOBS).values(values)
-    return bool(session.connection().execute(statement).rowcount)
+    # RETURNING, not rowcount: psycopg does not report the rowcount of ON CONFLICT DO NOTHING.
+    return session.connection().execute(statement.returning(JOBS.c.id)).first() is not None
 
 
 def claim_intake_deadline(session: Session, job_id: str, lease_s: float) -> None:

@@ -22,6 +22,9 @@ demo: install
 test: install
 	$(BIN)/pytest
 
+test-faults: install
+	$(BIN)/python -m tests.faults.scenario --devices 100000 --write-docs
+
 lint: install
 	$(BIN)/ruff check $(sources)
 	$(BIN)/ruff format --check $(sources)

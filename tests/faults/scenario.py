@@ -1,0 +1,410 @@
+"""The fault scenario: one import of N devices while everything that can break, breaks.
+
+Real processes throughout: a private Redis and PostgreSQL, two Celery workers (prefork) and beat,
+the simulator with ``--auth strict`` injecting every EnOS fault. During the import the scenario
+SIGKILLs prefork children and whole workers, restarts Redis and flushes it once, restarts
+PostgreSQL and terminates the workers' backends. Then, with no manual step, it checks that every
+row is final, that EnOS holds exactly one device per valid row and no other, that the database's
+assetIds are EnOS's, and that the job's counts are its rows'. Each fault's recovery time is the
+time from the fault until rows settle again.
+
+Run alone: ``python -m tests.faults.scenario --devices 100000`` (what ``make test-faults`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from tests.faults.services import (
+    BIN,
+    PrivatePostgres,
+    PrivateRedis,
+    Process,
+    Simulator,
+    wait_until,
+)
+from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
+
+PRODUCTS = ("pk-meter", "pk-inverter", "pk-turbine")
+EVENTS = (
+    "kill_child", "terminate_backends", "kill_worker", "restart_redis", "kill_child",
+    "restart_postgres", "flush_redis", "kill_worker", "terminate_backends", "kill_child",
+)  # fmt: skip
+SIM_FAULTS = (
+    "latency_ms=400,per_device_us=500,http500=0.02,http503=0.02,http429=0.02,"
+    "timeout_after_commit=0.02,reset_before_commit=0.02,reset_after_commit=0.02,"
+    "item11714=0.05,retry_after_s=1,seed={seed}"
+)
+PATCHES = Path(__file__).with_name("patches")
+
+
+@dataclass
+class Event:
+    name: str
+    at: float
+    settled_at: float | None = None
+    detail: str = ""
+
+    @property
+    def recovery_s(self) -> float | None:
+        return None if self.settled_at is None else self.settled_at - self.at
+
+
+@dataclass
+class Report:
+    devices: int
+    job_id: str = ""
+    status: str = ""
+    elapsed_s: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    enos_devices: int = 0
+    problems: list[str] = field(default_factory=list)
+    simulator: dict[str, Any] = field(default_factory=dict)
+
+
+class Scenario:
+    def __init__(self, root: Path, devices: int, seed: int = 7, patch: str | None = None) -> None:
+        self.root = root
+        self.devices = devices
+        self.seed = seed
+        self.rand = random.Random(seed)
+        self.redis = PrivateRedis(root)
+        self.postgres = PrivatePostgres(root)
+        self.simulator = Simulator(root, SIM_FAULTS.format(seed=seed))
+        self.patch = patch
+        self.workers: dict[str, Process] = {}
+        self.beat: Process | None = None
+        self.generation = 0
+
+    # --------------------------------------------------------------------------- processes
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_IMPORT_")}
+        env.update(
+            ENOS_IMPORT_DATABASE_URL=self.postgres.url,
+            ENOS_IMPORT_BROKER_URL=self.redis.url,
+            ENOS_IMPORT_API_URL=self.simulator.url,
+            ENOS_IMPORT_ACCESS_KEY=DEMO_APP_KEY,
+            ENOS_IMPORT_SECRET_KEY=DEMO_APP_SECRET,
+            ENOS_IMPORT_ORG_ID="o-demo",
+            ENOS_IMPORT_BATCH_SIZE="200",
+            ENOS_IMPORT_MAX_CONCURRENCY="8",
+            ENOS_IMPORT_READ_TIMEOUT_S="5",
+            ENOS_IMPORT_LEASE_S="15",
+            ENOS_IMPORT_VISIBILITY_TIMEOUT_S="30",
+            ENOS_IMPORT_BACKOFF_BASE_S="0.25",
+            ENOS_IMPORT_BACKOFF_MAX_S="4",
+            ENOS_IMPORT_RECONCILE_DELAY_S="0.5",
+            ENOS_IMPORT_REPUBLISH_AFTER_S="10",
+            ENOS_IMPORT_SWEEP_INTERVAL_S="1",
+            ENOS_IMPORT_MAX_ATTEMPTS="60",
+            ENOS_IMPORT_LOG_FORMAT="json",
+            ENOS_IMPORT_LOG_LEVEL="INFO",
+        )
+        if self.patch:
+            env["PYTHONPATH"] = f"{PATCHES}{os.pathsep}{env.get('PYTHONPATH', '')}"
+            env["FAULTS_PATCH"] = self.patch
+        return env
+
+    def start(self) -> None:
+        self.redis.start()
+        self.postgres.start()
+        self.simulator.start()
+        subprocess.run(
+            [str(BIN / "enos-import"), "db", "upgrade"],
+            env=self.env(), cwd=self.root, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        for name in ("a", "b"):
+            self.start_worker(name)
+        self.beat = Process(
+            [str(BIN / "celery"), "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
+             "-s", str(self.root / "celerybeat-schedule")],
+            self.env(), self.root / "beat.log", self.root,
+        )  # fmt: skip
+        self.beat.start()
+
+    def start_worker(self, name: str) -> None:
+        self.generation += 1
+        worker = Process(
+            [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+             "--pool", "prefork", "--concurrency", "4", "-n", f"{name}{self.generation}@%h"],
+            self.env(), self.root / f"worker-{name}.log", self.root,
+        )  # fmt: skip
+        worker.start()
+        self.workers[name] = worker
+        wait_until(lambda: len(worker.children()) >= 4, 60, f"worker {name}")
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.kill()
+        if self.beat is not None:
+            self.beat.kill()
+        self.simulator.stop()
+        self.redis.stop()
+        self.postgres.stop()
+
+    # -------------------------------------------------------------------------------- input
+    def write_file(self) -> Path:
+        """Devices with unique names; one in ten leaves its deviceKey to EnOS; a few are bad."""
+        path = self.root / "devices.csv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["productKey", "deviceKey", "deviceName", "timezone", "attr.n"])
+            for n in range(1, self.devices + 1):
+                key = "" if n % 10 == 0 else f"fk-{self.seed}-{n:07d}"
+                timezone = "+08:00" if n % 997 else "GMT+8"  # a few invalid rows
+                writer.writerow([PRODUCTS[n % 3], key, f"device {self.seed}-{n}", timezone, n])
+        return path
+
+    # ---------------------------------------------------------------------------------- run
+    def run(self, timeout_s: float) -> Report:
+        report = Report(devices=self.devices)
+        started = time.monotonic()
+        path = self.write_file()
+        submit = subprocess.run(
+            [str(BIN / "enos-import"), "submit", str(path), "--key-mode", "platform"],
+            env=self.env(), cwd=self.root, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if submit.returncode != 0:
+            raise RuntimeError(f"submit failed: {submit.stderr[-2000:]}")
+        report.job_id = submit.stdout.splitlines()[0]
+        engine = create_engine(self.postgres.url, pool_pre_ping=True)
+        try:
+            self._drive(engine, report, started + timeout_s)
+            report.elapsed_s = time.monotonic() - started
+            self._check(engine, report)
+        finally:
+            engine.dispose()
+        return report
+
+    def _settled(self, engine: Any, job_id: str) -> tuple[int, str]:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT j.status, (SELECT count(*) FROM import_items i "
+                    "WHERE i.job_id = j.id AND i.status <> 'pending') "
+                    "FROM import_jobs j WHERE j.id = :id"
+                ),
+                {"id": job_id},
+            ).one()
+        return int(row[1]), str(row[0])
+
+    def _poll(self, engine: Any, job_id: str) -> tuple[int, str] | None:
+        try:
+            return self._settled(engine, job_id)
+        except Exception:
+            return None
+
+    def _drive(self, engine: Any, report: Report, deadline: float) -> None:
+        pending_events = list(EVENTS)
+        open_events: list[Event] = []
+        last_settled = 0
+        while time.monotonic() < deadline:
+            polled = self._poll(engine, report.job_id)
+            now = time.monotonic()
+            if polled is not None:
+                settled, status = polled
+                if settled > last_settled:
+                    for event in open_events:
+                        event.settled_at = now
+                    open_events.clear()
+                    last_settled = settled
+                if status in ("completed", "completed_with_errors", "failed", "cancelled"):
+                    report.status = status
+                    return
+                fraction = settled / self.devices
+                step = len(EVENTS) - len(pending_events) + 1
+                if pending_events and fraction >= step / (len(EVENTS) + 2):
+                    event = Event(pending_events.pop(0), now)
+                    event.detail = self._inject(event.name)
+                    event.at = time.monotonic()
+                    report.events.append(event)
+                    open_events.append(event)
+            time.sleep(0.2)
+        tails = "\n".join(f"--- {n}\n{w.tail()}" for n, w in self.workers.items())
+        raise TimeoutError(f"job {report.job_id} did not end in time\n{tails}")
+
+    def _inject(self, name: str) -> str:
+        if name == "kill_child":
+            worker_name = self.rand.choice(sorted(self.workers))
+            children = self.workers[worker_name].children()
+            if not children:
+                return "no child to kill"
+            victim = self.rand.choice(children)
+            os.kill(victim, signal.SIGKILL)
+            return f"SIGKILL prefork child {victim} of worker {worker_name}"
+        if name == "kill_worker":
+            worker_name = self.rand.choice(sorted(self.workers))
+            self.workers[worker_name].kill(signal.SIGKILL)
+            self.start_worker(worker_name)
+            return f"SIGKILL worker {worker_name} (all its processes), started a new one"
+        if name == "restart_redis":
+            self.redis.restart()
+            return "Redis stopped and started (AOF kept its data)"
+        if name == "flush_redis":
+            self.redis.flushall()
+            return "Redis FLUSHALL: every queued and unacked message lost"
+        if name == "restart_postgres":
+            self.postgres.restart()
+            return "PostgreSQL restarted (fast)"
+        if name == "terminate_backends":
+            return f"pg_terminate_backend on {self.postgres.terminate_backends()} backends"
+        raise ValueError(name)
+
+    # -------------------------------------------------------------------------------- check
+    def _check(self, engine: Any, report: Report) -> None:
+        problems = report.problems
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT line_no, product_key, device_key, asset_id, status "
+                    "FROM import_device_outcome WHERE job_id = :id"
+                ),
+                {"id": report.job_id},
+            ).all()
+            view = (
+                conn.execute(
+                    text("SELECT * FROM import_job_status WHERE job_id = :id"),
+                    {"id": report.job_id},
+                )
+                .mappings()
+                .one()
+            )
+        counts = Counter(row.status for row in rows)
+        report.counts = dict(counts)
+        if len(rows) != self.devices:
+            problems.append(f"{len(rows)} rows recorded for {self.devices} input rows")
+        for state, count in counts.items():
+            if view[state] != count:
+                problems.append(f"view says {view[state]} {state}, rows say {count}")
+        if counts.get("pending"):
+            problems.append(f"{counts['pending']} rows still pending")
+        unexpected = set(counts) - {"created", "adopted", "invalid", "review"}
+        if unexpected:
+            problems.append(f"unexpected final states: {sorted(unexpected)} {dict(counts)}")
+
+        devices = [d for d in self.simulator.devices() if d["orgId"] == "o-demo"]
+        report.enos_devices = len(devices)
+        report.simulator = self.simulator.stats()
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for device in devices:
+            by_key.setdefault(str(device["deviceKey"]), []).append(device)
+            name = device["deviceName"]["defaultValue"]  # type: ignore[index]
+            by_name.setdefault(str(name), []).append(device)
+        for name, same in by_name.items():
+            if len(same) > 1:
+                problems.append(f"EnOS holds {len(same)} devices named {name!r}")
+        claimed: set[str] = set()
+        for row in rows:
+            name = f"device {self.seed}-{row.line_no - 1}"
+            on_enos = by_name.get(name, [])
+            if row.status == "invalid":
+                if on_enos:
+                    problems.append(f"line {row.line_no}: invalid but on EnOS")
+                continue
+            if row.status == "review":
+                if row.device_key is not None:
+                    problems.append(f"line {row.line_no}: review for a row with its own key")
+                claimed.update(d["assetId"] for d in on_enos)  # type: ignore[misc]
+                continue
+            if len(on_enos) != 1:
+                problems.append(f"line {row.line_no}: {row.status} but {len(on_enos)} on EnOS")
+                continue
+            device = on_enos[0]
+            claimed.add(str(device["assetId"]))
+            if device["assetId"] != row.asset_id:
+                problems.append(f"line {row.line_no}: assetId {row.asset_id} != EnOS's")
+            if device["productKey"] != row.product_key:
+                problems.append(f"line {row.line_no}: product differs on EnOS")
+            if row.device_key is not None and device["deviceKey"] != row.device_key:
+                problems.append(f"line {row.line_no}: deviceKey differs on EnOS")
+        strays = [d for d in devices if d["assetId"] not in claimed]
+        if strays:
+            problems.append(f"{len(strays)} devices on EnOS belong to no row")
+        report.problems = problems[:50]
+
+
+def write_results(report: Report, path: Path, command: str) -> None:
+    """Replaces the "Latest results" section of docs/reliability.md."""
+    lines = [
+        "## Latest results",
+        "",
+        f"`{command}` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores): "
+        f"{report.devices:,} devices, job `{report.status}` in {report.elapsed_s:,.0f} s; "
+        f"rows {json.dumps(report.counts, sort_keys=True)}; EnOS holds "
+        f"{report.enos_devices:,} devices; problems found: {len(report.problems)}.",
+        "",
+        "| # | fault | what was done | recovery (s) |",
+        "|---|---|---|---|",
+    ]
+    for n, event in enumerate(report.events, 1):
+        recovery = "-" if event.recovery_s is None else f"{event.recovery_s:.1f}"
+        lines.append(f"| {n} | {event.name} | {event.detail} | {recovery} |")
+    faults = report.simulator.get("faults", {})
+    item_errors = json.dumps(report.simulator.get("item_errors", {}))
+    lines += [
+        "",
+        f"Simulator faults injected: {json.dumps(faults, sort_keys=True)}; "
+        f"item errors: {item_errors}.",
+        "",
+    ]
+    text_ = path.read_text() if path.exists() else "# Reliability\n"
+    start = text_.find("## Latest results")
+    if start >= 0:
+        end = text_.find("\n## ", start + 3)
+        text_ = text_[:start] + "\n".join(lines) + ("" if end < 0 else text_[end:])
+    else:
+        text_ = text_.rstrip("\n") + "\n\n" + "\n".join(lines)
+    path.write_text(text_)
+
+
+def run_scenario(devices: int, timeout_s: float, patch: str | None = None) -> Report:
+    with tempfile.TemporaryDirectory(prefix="enos-faults-") as tmp:
+        root = Path(tmp)
+        os.chmod(root, 0o755)
+        scenario = Scenario(root, devices, patch=patch)
+        try:
+            scenario.start()
+            return scenario.run(timeout_s)
+        finally:
+            scenario.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--timeout", type=float, default=45 * 60)
+    parser.add_argument("--patch", choices=["no-sweeper", "no-claim"], default=None)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    report = run_scenario(args.devices, args.timeout, args.patch)
+    for event in report.events:
+        print(f"{event.name:20} recovery {event.recovery_s or float('nan'):6.1f} s  {event.detail}")
+    print(f"job {report.status} in {report.elapsed_s:.0f} s, rows {report.counts}, "
+          f"EnOS {report.enos_devices}")  # fmt: skip
+    for problem in report.problems:
+        print("PROBLEM:", problem)
+    if args.write_docs and args.patch is None:
+        command = f"python -m tests.faults.scenario --devices {args.devices}"
+        write_results(report, Path("docs/reliability.md"), command)
+    return 1 if report.problems or report.status not in ("completed_with_errors",) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

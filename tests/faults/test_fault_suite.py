@@ -1,0 +1,35 @@
+"""The fault suite, short run: part of ``make test`` (``make test-faults`` runs 100,000)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import CI
+from tests.faults.scenario import run_scenario
+from tests.faults.services import PG_BIN
+
+DEVICES = int(os.environ.get("FAULTS_DEVICES", "20000"))
+
+
+@pytest.mark.timeout(290)
+def test_nothing_is_lost_or_created_twice_while_everything_breaks() -> None:
+    if not (PG_BIN / "initdb").exists():
+        message = f"PostgreSQL server binaries not found in {PG_BIN}"
+        pytest.fail(message) if CI else pytest.skip(message)
+    report = run_scenario(DEVICES, timeout_s=260)
+
+    for event in report.events:
+        print(f"{event.name:20} recovery {event.recovery_s} s  {event.detail}")
+    assert report.problems == []
+    assert report.status == "completed_with_errors"  # the file has a few invalid rows on purpose
+    assert len(report.events) == 10
+    assert all(event.recovery_s is not None for event in report.events)
+    assert set(report.counts) <= {"created", "adopted", "invalid", "review"}
+    assert sum(report.counts.values()) == DEVICES
+    faults = report.simulator["faults"]
+    assert isinstance(faults, dict)
+    for fault in ("http500", "http503", "http429", "timeout_after_commit",
+                  "reset_before_commit", "reset_after_commit"):  # fmt: skip
+        assert faults.get(fault, 0) > 0, f"the simulator never injected {fault}"

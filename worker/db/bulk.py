@@ -53,9 +53,32 @@ OUTCOME_FIELDS = (
 )  # fmt: skip
 
 
+# PostgreSQL: one statement for a whole chunk. The outcomes travel as one array per column and
+# ``unnest`` turns them back into rows; 1,000 single-row UPDATEs (even pipelined) cost the worker
+# and the server several times more per row.
+_PG_UPDATE_OUTCOMES = """
+UPDATE import_items AS i SET
+    status = v.status, asset_id = v.asset_id, error_code = v.error_code,
+    error_message = v.error_message, attempts = v.attempts, retryable = v.retryable,
+    device_secret = v.device_secret, session_key = v.session_key, updated_at = now()
+FROM unnest(
+    %s::bigint[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::integer[],
+    %s::boolean[], %s::text[], %s::text[]
+) AS v(id, status, asset_id, error_code, error_message, attempts, retryable, device_secret,
+       session_key)
+WHERE i.id = v.id
+"""
+
+
 def update_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> None:
     """Writes item outcomes; each dict has ``item_id`` and every field of ``OUTCOME_FIELDS``."""
     if not outcomes:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        columns = [[o["item_id"] for o in outcomes]]
+        columns += [[o[name] for o in outcomes] for name in OUTCOME_FIELDS]
+        connection.exec_driver_sql(_PG_UPDATE_OUTCOMES, tuple(columns))
         return
     table = ITEMS
     statement = (

@@ -99,7 +99,8 @@ def pending_items(session: Session, job_id: str, seq: int) -> list[PendingItem]:
         )
         .order_by(ITEMS.c.line_no)
     )
-    return [PendingItem(*row) for row in rows]
+    # One fetch of the whole chunk: iterating the result fetches row by row.
+    return [PendingItem(*row) for row in rows.all()]
 
 
 def fenced(session: Session, claim: Claim, **values: object) -> bool:

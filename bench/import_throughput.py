@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import re
 import signal
 import socket
 import statistics
@@ -43,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
@@ -703,17 +703,19 @@ def run_job(
 
 
 def call_times(log: Path, job_id: str) -> list[float]:
-    """batchCreate call times of one job, from the workers' ``chunk.sent`` lines (if logged)."""
+    """batchCreate call times of one job, from the workers' ``chunk.sent`` lines (``call_s``,
+    rendered as JSON or as ``key=value``)."""
     times = []
     with contextlib.suppress(OSError):
         for line in log.read_text(errors="replace").splitlines():
-            if job_id not in line or "chunk.sent" not in line:
-                continue
-            with contextlib.suppress(orjson.JSONDecodeError, TypeError, ValueError):
-                event = orjson.loads(line[line.index("{") :])
-                if event.get("call_s") is not None:
-                    times.append(float(event["call_s"]))
+            if job_id in line and "chunk.sent" in line:
+                found = CALL_S.search(line)
+                if found:
+                    times.append(float(found.group(1)))
     return times
+
+
+CALL_S = re.compile(r"""call_s"?[=:]\s*([0-9.]+)""")
 
 
 # ---------------------------------------------------------------------------------- report
@@ -949,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pools", default=",".join(POOLS), help="worker pools to measure")
     parser.add_argument("--sdk-calls", type=int, default=SDK_CALLS, help="calls of the SDK loop")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.name}")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     given = argv if argv is not None else sys.argv[1:]
     command = ".venv/bin/python -m bench.import_throughput" + (
@@ -963,7 +966,13 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[JobRun] = []
     memory: JobRun | None = None
     t_start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="enos-import-bench-") as tmp, PeakRss() as rss:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            tmp = tempfile.mkdtemp(prefix="enos-import-bench-")
+            print(f"work folder: {tmp}")
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="enos-import-bench-"))
+        rss = stack.enter_context(PeakRss())
         workdir = Path(tmp)
         db = fresh_database()
         try:

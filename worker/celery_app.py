@@ -8,9 +8,13 @@ harmless. References are to Celery's issue tracker; ``docs/reliability.md`` has 
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import setup_logging
 from kombu.entity import Exchange, Queue
 
+from worker.logs import configure as configure_logging
 from worker.settings import Settings, get_settings
 
 QUEUE = "enos_import"
@@ -69,3 +73,10 @@ def create_celery(settings: Settings | None = None) -> Celery:
 
 
 app = create_celery()
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Workers and beat log like every other entry point: structured, ENOS_IMPORT_LOG_*."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)

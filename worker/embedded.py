@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery.worker import WorkController
-from celery.worker import state as worker_state
 from sqlalchemy import select, update
 
 from worker.celery_app import QUEUE, app
@@ -55,7 +54,7 @@ class Embedded:
     thread: threading.Thread | None = None
 
     def start(self) -> None:
-        app.conf.update(broker_url="memory://", broker_transport_options={})
+        app.conf.update(broker_url="memory://localhost/", broker_transport_options={})
         install_context(
             SendContext(
                 db=self.db,
@@ -87,9 +86,9 @@ class Embedded:
     def stop(self) -> None:
         if self.thread is None:
             return
-        worker_state.should_terminate = 0
+        assert self.worker is not None
+        self.worker.stop(in_sighandler=False)
         self.thread.join(30)
-        worker_state.should_terminate = None
 
     def tick(self) -> None:
         """One sweep: what Celery beat does in a deployment."""
@@ -103,7 +102,9 @@ def owner() -> str:
 
 
 def embedded_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"broker_url": "memory://", "sweep_interval_s": 1.0})
+    return settings.model_copy(
+        update={"broker_url": "memory://localhost/", "sweep_interval_s": 1.0}
+    )
 
 
 def open_embedded_database(settings: Settings) -> Database:

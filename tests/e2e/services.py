@@ -7,7 +7,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from sqlalchemy import text
@@ -15,6 +15,7 @@ from sqlalchemy import text
 from tests.e2e.processes import Proc
 from worker.db.session import Database
 from worker.enos.client import EnosClient
+from worker.enos.models import CreateOption
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET, DEMO_ORG
 
 # Short timings keep a test quick and bounded; they still nest as the settings demand
@@ -108,7 +109,7 @@ class Simulator:
         """Creates devices through EnOS's own API (signed, as strict auth demands); returns
         their assetIds by deviceKey."""
         with EnosClient(self.url, DEMO_APP_KEY, DEMO_APP_SECRET, read_timeout=10) as client:
-            result = client.batch_create(DEMO_ORG, options)
+            result = client.batch_create(DEMO_ORG, [cast(CreateOption, o) for o in options])
         assert all(item.asset_id for item in result.items), result
         return {
             str(option["deviceKey"]): str(item.asset_id)

@@ -4,6 +4,7 @@ A second delivery with the same ``job_id`` changes nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -16,6 +17,7 @@ import redis
 from tests.e2e.conftest import Cluster
 from tests.e2e.processes import BIN, diagnostics, wait_until
 from tests.e2e.services import FINAL, job_ids, job_status, outcomes
+from worker.importer.keys import derive_device_key
 
 # The publisher: Celery and kombu only. ``queue`` mirrors worker/celery_app.py: the queue
 # "enos_import", either by name or as declared there (default exchange, routing key = queue).
@@ -107,7 +109,9 @@ def _wait_queue_drained(cluster: Cluster) -> None:
         client.close()
 
 
-def check_created(cluster: Cluster, job_id: str, count: int, keys: dict[int, str] | None) -> None:
+def check_created(cluster: Cluster, job_id: str, count: int, keys: dict[int, str]) -> None:
+    """The job completed, every row created once with the deviceKey of ``keys`` (where given)
+    and the assetId EnOS holds for it."""
     job = wait_final(cluster, job_id)
     assert job["status"] == "completed", f"{job}\n{diagnostics(cluster.processes)}"
     assert (job["total"], job["created"]) == (count, count), job
@@ -116,7 +120,7 @@ def check_created(cluster: Cluster, job_id: str, count: int, keys: dict[int, str
     assert len(got) == count
     for line, outcome in got.items():
         assert outcome["status"] == "created", outcome
-        if keys is not None and line in keys:
+        if line in keys:
             assert outcome["device_key"] == keys[line], outcome
         device = enos[outcome["device_key"]]
         assert outcome["asset_id"] == device["assetId"], (outcome, device)
@@ -150,7 +154,11 @@ def test_submit_task_by_name_with_a_path(cluster: Cluster) -> None:
 
     publish(cluster, "name", kwargs)
 
-    keys = {n + 2: f"e2e-file-{n:03d}" for n in range(12) if n % 4}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    keys = {
+        n + 2: f"e2e-file-{n:03d}" if n % 4 else derive_device_key("o-demo", digest, n + 2)
+        for n in range(12)
+    }
     check_created(cluster, job_id, 12, keys)
     redeliver_and_compare(cluster, "name", kwargs)
 

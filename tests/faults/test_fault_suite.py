@@ -21,10 +21,11 @@ def test_nothing_is_lost_or_created_twice_while_everything_breaks() -> None:
     report = run_scenario(DEVICES, timeout_s=260)
 
     for event in report.events:
-        print(f"{event.name:20} recovery {event.recovery_s} s  {event.detail}")
+        print(f"{event.name:20} {event.progress_s} s / {event.recovery_s} s  {event.detail}")
     assert report.problems == []
     assert report.status == "completed_with_errors"  # the file has a few invalid rows on purpose
     assert len(report.events) == 10
+    assert all(event.progress_s is not None for event in report.events)
     assert all(event.recovery_s is not None for event in report.events)
     assert set(report.counts) <= {"created", "adopted", "invalid", "review"}
     assert sum(report.counts.values()) == DEVICES

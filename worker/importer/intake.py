@@ -23,6 +23,9 @@ from worker.importer.keys import derive_device_key
 from worker.intake.sources import Source, SourceRow
 
 INSERT_BATCH = 5_000
+# The widths of the items' product_key and device_key columns.
+PRODUCT_KEY_MAX = 128
+DEVICE_KEY_MAX = 64
 
 
 @dataclass
@@ -53,18 +56,47 @@ def prepare_row(row: SourceRow, org_id: str, content_sha256: str, key_mode: str)
     given = option.get("deviceKey") if isinstance(option, dict) else None
     given = given if isinstance(given, str) else None
     if row.problems:
-        return Prepared(row.line, product_key, given, KeySource.FILE, None, "; ".join(row.problems))
-    problems = check_create_option(option)
-    if problems:
-        text = "; ".join(f"line {row.line}: {p.field}: {p.message}" for p in problems)
-        return Prepared(row.line, product_key, given, KeySource.FILE, None, text)
-    if given is not None:
-        return Prepared(row.line, product_key, given, KeySource.FILE, orjson.dumps(option), None)
-    if key_mode == "platform":
-        return Prepared(row.line, product_key, None, KeySource.PLATFORM, orjson.dumps(option), None)
-    key = derive_device_key(org_id, content_sha256, row.line)
-    option["deviceKey"] = key
-    return Prepared(row.line, product_key, key, KeySource.DERIVED, orjson.dumps(option), None)
+        return _invalid(row.line, product_key, given, row.problems)
+    found = [f"line {row.line}: {p.field}: {p.message}" for p in check_create_option(option)]
+    if product_key is not None and (len(product_key) > PRODUCT_KEY_MAX or "\x00" in product_key):
+        found.append(
+            f"line {row.line}: productKey: must be at most {PRODUCT_KEY_MAX} characters, "
+            "without NUL"
+        )
+    if found:
+        return _invalid(row.line, product_key, given, found)
+    key, key_source = given, KeySource.FILE
+    if given is None and key_mode == "platform":
+        key_source = KeySource.PLATFORM
+    elif given is None:
+        key, key_source = derive_device_key(org_id, content_sha256, row.line), KeySource.DERIVED
+        option["deviceKey"] = key
+    try:
+        payload = orjson.dumps(option)
+    except TypeError as exc:  # orjson encodes at most 254 levels of nesting
+        problem = f"line {row.line}: cannot be stored as JSON ({exc})"
+        return _invalid(row.line, product_key, given, [problem])
+    return Prepared(row.line, product_key, key, key_source, payload, None)
+
+
+def _invalid(
+    line: int, product_key: str | None, device_key: str | None, problems: list[str]
+) -> Prepared:
+    """An invalid row, holding only what the database can store: keys that fit their columns,
+    and no NUL character (PostgreSQL text cannot hold one)."""
+    text = "; ".join(problems).replace("\x00", "\\x00")
+    return Prepared(
+        line,
+        _storable(product_key, PRODUCT_KEY_MAX),
+        _storable(device_key, DEVICE_KEY_MAX),
+        KeySource.FILE,
+        None,
+        text,
+    )
+
+
+def _storable(value: str | None, width: int) -> str | None:
+    return value if value is not None and len(value) <= width and "\x00" not in value else None
 
 
 def ingest(

@@ -4,6 +4,7 @@ fencing token is still ours."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ class _Plan:
     error: str | None = None
     ok_size: int | None = None
     refused_size: int | None = None
+    call_s: float | None = None  # how long the batchCreate call took (for the log)
 
 
 def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
@@ -102,6 +104,7 @@ def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
         created=plan.answers.created,
         delay_s=plan.delay,
         error=plan.error,
+        call_s=None if plan.call_s is None else round(plan.call_s, 3),
     )
     report = SendReport(claimed=True, chunk_state=state, job_id=claim.job_id)
     with ctx.db.begin() as session:
@@ -138,11 +141,13 @@ def _attempt(
             return
         with ctx.budget.slot():
             answers.sent.update(item.id for item in todo)
+            called = time.perf_counter()
             result = ctx.client.batch_create(
                 org_id,
                 [orjson.Fragment(item.payload) for item in todo],  # type: ignore[misc]
                 require_secret=bool(options.get("require_secret")),
             )
+            plan.call_s = time.perf_counter() - called
         ctx.budget.succeeded()
         exists = answers.apply(result, todo)
         if answers.created:

@@ -63,8 +63,9 @@ def _column(index: int, name: str) -> Column:
     for prefix, kind in PREFIXES.items():
         if lowered.startswith(prefix) and len(name) > len(prefix):
             return Column(index, name, kind, name[len(prefix) :])
+    shown = name if len(name) <= 100 else name[:100] + "…"
     raise HeaderError(
-        f"unknown column {name!r}; the columns are productKey, deviceKey, deviceName, "
+        f"unknown column {shown!r}; the columns are productKey, deviceKey, deviceName, "
         "deviceName.<locale>, timezone, deviceDesc, attr.<id>, tag.<key>"
     )
 

@@ -78,6 +78,31 @@ class Source:
     def sha256(self) -> str:
         raise NotImplementedError
 
+    def _json_row(self, line: int, option: Any, limits: IntakeLimits | None = None) -> SourceRow:
+        """A JSON CreateOption flattened to the CSV columns; one that cannot be, or that breaks
+        the limits (cell length, columns), is a row with a problem."""
+        try:
+            cells = cells_from_option(option)
+        except TypeError as exc:  # orjson encodes at most 254 levels of nesting
+            return SourceRow(line, {}, None, [f"line {line}: cannot be stored as JSON ({exc})"])
+        if limits is not None:
+            new = [name for name in cells if name not in self._known]
+            if len(self.columns) + len(new) > limits.max_columns:
+                problem = (
+                    f"line {line}: its fields make {len(self.columns) + len(new)} columns, over "
+                    f"the limit of {limits.max_columns} (ENOS_IMPORT_MAX_COLUMNS)"
+                )
+                return SourceRow(line, {}, None, [problem])
+            for name, value in cells.items():
+                if len(value) > limits.max_field_chars or len(name) > limits.max_field_chars:
+                    problem = (
+                        f"line {line}: {name[:100]}: longer than {limits.max_field_chars} "
+                        "characters (ENOS_IMPORT_MAX_FIELD_CHARS)"
+                    )
+                    return SourceRow(line, {}, None, [problem])
+        self._add_columns(cells)
+        return SourceRow(line, cells, option)
+
     def _add_columns(self, names: Iterable[str]) -> None:
         for name in names:
             if name not in self._known:
@@ -171,12 +196,19 @@ class CsvSource(_FileSource):
             except csv.Error as exc:
                 self.error = SourceError(f"line 1 (header): cannot be read: {exc}", 1)
                 return
+            unreadable = lines.problems(1, reader.line_num)
             if len(header) > self.limits.max_columns:
+                # A header cut at the line limit has at least the columns counted so far.
                 self.error = SourceError(
-                    f"line 1 (header): {len(header)} columns, over the limit of "
-                    f"{self.limits.max_columns} (ENOS_IMPORT_MAX_COLUMNS)",
+                    f"line 1 (header): {'at least ' if unreadable else ''}{len(header)} "
+                    f"columns, over the limit of {self.limits.max_columns} "
+                    "(ENOS_IMPORT_MAX_COLUMNS)",
                     1,
                 )
+                return
+            if unreadable:
+                text = "; ".join(p.partition(": ")[2] for p in unreadable)
+                self.error = SourceError(f"line 1 (header): {text}", 1)
                 return
             try:
                 columns = parse_header(header)
@@ -207,7 +239,8 @@ class CsvSource(_FileSource):
             except csv.Error as exc:
                 last_line = reader.line_num
                 lines.forget(last_line)
-                yield SourceRow(start, {}, None, [_record_error(exc, start, last_line)])
+                problem = _record_error(exc, start, last_line, self.limits.max_field_chars)
+                yield SourceRow(start, {}, None, [problem])
                 continue
             last_line = reader.line_num
             if not cells or all(not c.strip() for c in cells):
@@ -227,14 +260,17 @@ class CsvSource(_FileSource):
             yield SourceRow(start, _cells(columns, cells), option_from_cells(columns, cells))
 
 
-def _record_error(exc: csv.Error, start: int, end: int) -> str:
+def _record_error(exc: csv.Error, start: int, end: int, max_field: int) -> str:
     if "unexpected end of data" in str(exc):
         return (
             f"line {start}: a quoted field opens here and is never closed, so lines "
             f"{start}-{end} cannot be read (unbalanced quote)"
         )
     if "field larger than field limit" in str(exc):
-        return f"line {start}: a field is longer than ENOS_IMPORT_MAX_FIELD_CHARS"
+        return (
+            f"line {start}: a field is longer than {max_field} characters "
+            "(ENOS_IMPORT_MAX_FIELD_CHARS)"
+        )
     return f"line {start}: malformed CSV ({exc})"
 
 
@@ -280,34 +316,48 @@ class _DecodedLines:
 
     def _raw_lines(self) -> Iterator[tuple[bytes, bool]]:
         """Each physical line with its line end, and whether it was cut: a line longer than the
-        limit is passed on cut there and the rest of it skipped, so memory stays bounded."""
+        limit is passed on cut there and the rest of it skipped, so memory stays bounded.
+
+        A cut line keeps the quoting state of the whole line (a quote is added when its skipped
+        rest holds an odd number of them): a quoted field that closes in the skipped rest must
+        not swallow the lines after it."""
         limit = self._max * 4 + 4
         buffer = b"".join(self._peeked)
         self._peeked.clear()
         start = 0
-        skipping = False  # inside the rest of a line that was cut
+        cut: bytes | None = None  # the start of a cut line whose rest is being skipped
+        quotes = 0  # quotes in that rest
         while True:
             newline = buffer.find(b"\n", start)
             if newline >= 0:
-                if skipping:
-                    skipping = False
+                if cut is not None:
+                    yield _closed(cut, quotes + buffer.count(b'"', start, newline)), True
+                    cut = None
                 elif newline + 1 - start > limit:
-                    yield buffer[start : start + limit], True
+                    rest_quotes = buffer.count(b'"', start + limit, newline)
+                    yield _closed(buffer[start : start + limit], rest_quotes), True
                 else:
                     yield buffer[start : newline + 1], False
                 start = newline + 1
                 continue
-            if skipping:
+            if cut is not None:
+                quotes += buffer.count(b'"', start)
                 buffer, start = b"", 0
             elif len(buffer) - start > limit:
-                # A runaway line: pass on its start, skip the rest up to its line end.
-                yield buffer[start : start + limit], True
-                buffer, start, skipping = b"", 0, True
+                # A runaway line: keep its start, skip the rest up to its line end.
+                cut, quotes = buffer[start : start + limit], buffer.count(b'"', start + limit)
+                buffer, start = b"", 0
             block = self._handle.read(1 << 16)
             if not block:
-                rest = buffer[start:]
-                if rest:
-                    yield rest[:limit], len(rest) > limit
+                if cut is not None:
+                    yield _closed(cut, quotes), True
+                elif len(buffer) - start > limit:
+                    yield (
+                        _closed(buffer[start : start + limit], buffer.count(b'"', start + limit)),
+                        True,
+                    )
+                elif len(buffer) > start:
+                    yield buffer[start:], False
                 return
             # Only the unfinished line is kept: no copying of the whole buffer per line.
             buffer = buffer[start:] + block
@@ -349,32 +399,53 @@ class _DecodedLines:
                 del self._bad[n]
 
 
+def _closed(cut: bytes, rest_quotes: int) -> bytes:
+    """The start of a cut line, ending quoted or not as the whole line does."""
+    return cut + b'"' if rest_quotes % 2 else cut
+
+
 class JsonLinesSource(_FileSource):
     format = "jsonl"
 
     def rows(self) -> Iterator[SourceRow]:
         self._add_columns(_LEADING)
         count = 0
+        limit = self.limits.max_field_chars * 16
         with self.path.open("rb") as handle:
-            for line_no, raw in enumerate(handle, 1):
-                if line_no == 1:
+            for line_no, raw in enumerate(_bounded_lines(handle, limit), 1):
+                if line_no == 1 and raw is not None:
                     raw = raw.removeprefix(_BOM)
-                if not raw.strip():
+                if raw is not None and not raw.strip():
                     continue
                 if not self._check_rows(count, line_no):
                     return
                 count += 1
-                if len(raw) > self.limits.max_field_chars * 16:
-                    yield SourceRow(line_no, {}, None, [f"line {line_no}: longer than allowed"])
+                if raw is None:
+                    problem = (
+                        f"line {line_no}: longer than {limit} bytes "
+                        "(16 x ENOS_IMPORT_MAX_FIELD_CHARS)"
+                    )
+                    yield SourceRow(line_no, {}, None, [problem])
                     continue
                 try:
                     option = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
-                    yield SourceRow(line_no, {}, None, [f"line {line_no}: not valid JSON ({exc})"])
+                    problem = f"line {line_no}: not valid JSON ({exc.msg} at column {exc.colno})"
+                    yield SourceRow(line_no, {}, None, [problem])
                     continue
-                cells = cells_from_option(option)
-                self._add_columns(cells)
-                yield SourceRow(line_no, cells, option)
+                yield self._json_row(line_no, option, self.limits)
+
+
+def _bounded_lines(handle: IO[bytes], limit: int) -> Iterator[bytes | None]:
+    """Each line of ``handle``; ``None`` for a line longer than ``limit`` bytes, which is skipped
+    without ever being held whole."""
+    while raw := handle.readline(limit + 1):
+        if len(raw) <= limit:
+            yield raw
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = handle.readline(1 << 16)
+        yield None
 
 
 class JsonSource(_FileSource):
@@ -392,20 +463,33 @@ class JsonSource(_FileSource):
                 for count, option in enumerate(ijson.items(handle, prefix, use_float=True), 1):
                     if not self._check_rows(count - 1, count):
                         return
-                    cells = cells_from_option(option)
-                    self._add_columns(cells)
-                    yield SourceRow(count, cells, option)
-            except ijson.JSONError as exc:
+                    yield self._json_row(count, option, self.limits)
+            except (ijson.JSONError, ValueError) as exc:
+                # ValueError: yajl2_c decodes an unpaired surrogate escape with a UnicodeError.
                 self.error = SourceError(
                     f"the JSON document breaks off after item {count} of "
-                    f"{'the array' if prefix == 'item' else 'deviceList'}: {exc}",
+                    f"{'the array' if prefix == 'item' else 'deviceList'}: line {count + 1}: "
+                    f"{_json_error(exc)}",
                     count + 1,
                 )
                 return
             if count == 0:
                 self.error = SourceError(
-                    'no devices found: expected {"deviceList": [...]} or an array of devices', 1
+                    'line 1: no devices found: expected {"deviceList": [...]} or an array of '
+                    "devices",
+                    1,
                 )
+
+
+def _json_error(exc: Exception) -> str:
+    """The parser's message on one line (ijson's goes on to quote the input around the error)."""
+    if isinstance(exc, UnicodeError):
+        return "a string is not valid Unicode (an unpaired surrogate)"
+    detail: Any = exc.args[0] if exc.args else exc
+    if isinstance(detail, bytes):
+        detail = detail.decode("utf-8", "replace")
+    first = str(detail).strip().split("\n", 1)[0].replace("\x00", "")
+    return first or type(exc).__name__
 
 
 class InlineSource(Source):
@@ -424,6 +508,4 @@ class InlineSource(Source):
     def rows(self) -> Iterator[SourceRow]:
         self._add_columns(_LEADING)
         for position, option in enumerate(self.devices, 1):
-            cells = cells_from_option(option)
-            self._add_columns(cells)
-            yield SourceRow(position, cells, option)
+            yield self._json_row(position, option)

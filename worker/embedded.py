@@ -128,6 +128,12 @@ def find_resumable(db: Database, org_id: str, content_sha256: str) -> str | None
         if row is None or (row.options or {}).get("intake") != "embedded":
             return None
         release_dead_leases(session, row.id)
+        # The messages of an embedded job lived in its runner's memory: publish afresh.
+        session.execute(
+            update(CHUNKS)
+            .where(CHUNKS.c.job_id == row.id, CHUNKS.c.status == ChunkStatus.PENDING)
+            .values(published_at=None)
+        )
         return str(row.id)
 
 

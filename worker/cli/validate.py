@@ -85,7 +85,7 @@ def validate(
             keyed.append((prepared.line, product, key, str(name)))
     if source.error is not None:
         problems += 1
-        click.echo(f"{file}: line {source.error.line or '-'}: {source.error}")
+        click.echo(f"{file}: {source.error}")  # the message names its line
     live = 0
     if not offline and settings.access_key:
         live = _live_checks(settings, file, per_product, keyed, product_cap)

@@ -1,0 +1,89 @@
+"""``enos-import run`` killed with SIGKILL mid-import and run again on the same file: it resumes
+the same job and creates nothing twice."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from tests.e2e.processes import BIN, run_cli, start, wait_until
+from tests.e2e.services import Simulator, job_id_from, outcomes, process_env
+from worker.db.session import Database
+
+ROWS = 3000
+
+
+def _write(path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["productKey", "deviceKey", "deviceName", "timezone"])
+        for n in range(1, ROWS + 1):
+            key = "" if n % 4 == 0 else f"resume-{n:05d}"  # a quarter get derived keys
+            writer.writerow([("pk-meter", "pk-inverter", "pk-turbine")[n % 3], key, f"dev {n}",
+                             "+08:00"])  # fmt: skip
+
+
+def _settled(url: str) -> int:
+    db = Database(url)
+    try:
+        with db.read() as session:
+            return int(
+                session.execute(
+                    text("SELECT count(*) FROM import_items WHERE status <> 'pending'")
+                ).scalar_one()
+            )
+    except Exception:
+        return 0
+    finally:
+        db.dispose()
+
+
+def test_run_killed_and_run_again_resumes_and_creates_nothing_twice(
+    simulator: Simulator, workdir: Path
+) -> None:
+    # Slow calls (batches of 100, 0.4 s each) so that the kill lands in the middle.
+    httpx.post(f"{simulator.url}/__sim/faults", json={"latency_ms": 400}).raise_for_status()
+    path = workdir / "devices.csv"
+    _write(path)
+    url = f"sqlite:///{workdir / 'enos-import.db'}"
+    env = process_env(simulator.url, url)
+    env["ENOS_IMPORT_BATCH_SIZE"] = "100"
+    env["ENOS_IMPORT_MAX_CONCURRENCY"] = "2"
+
+    first = start("run-1", [str(BIN / "enos-import"), "run", str(path), "--org", "o-demo"],
+                  env, workdir)  # fmt: skip
+    try:
+        wait_until(lambda: _settled(url) >= 600, "a fifth of the rows to settle", 60,
+                   [simulator.proc], shown=[first])  # fmt: skip
+    finally:
+        os.killpg(first.popen.pid, signal.SIGKILL)
+        first.popen.wait(10)
+    assert first.popen.returncode == -signal.SIGKILL
+    killed_at = _settled(url)
+    assert killed_at < ROWS, "the import ended before it could be killed"
+    job_id = (workdir / "run-1.log").read_text().splitlines()[0]
+
+    again = run_cli(["run", str(path), "--org", "o-demo"], env, workdir, timeout_s=120,
+                    watched=[simulator.proc])  # fmt: skip
+
+    assert again.returncode == 0, again.stderr
+    assert job_id_from(again.stdout, again.stderr) == job_id  # the same job, resumed
+    db = Database(url)
+    try:
+        rows = outcomes(db, job_id)
+        with db.read() as session:
+            jobs = session.execute(text("SELECT count(*) FROM import_jobs")).scalar_one()
+    finally:
+        db.dispose()
+    assert jobs == 1
+    assert len(rows) == ROWS
+    assert {row["status"] for row in rows.values()} <= {"created", "adopted"}
+    on_enos = simulator.devices()  # fails on a deviceKey held twice
+    assert len(on_enos) == ROWS
+    for row in rows.values():
+        assert on_enos[row["device_key"]]["assetId"] == row["asset_id"]

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database, database_url
 from worker.importer import jobs
+from worker.intake.sources import FORMATS, Source, SourceError, open_source
 from worker.logs import configure
 from worker.settings import Settings
 
@@ -43,6 +45,30 @@ def settings_from(**overrides: Any) -> Settings:
         raise click.UsageError(f"configuration: {exc}") from exc
     configure(settings.log_level, settings.log_format)
     return settings
+
+
+FILE_ARGUMENT = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+ORG_OPTION = click.option("--org", "org_id", help="Organization (OU) id [env ENOS_IMPORT_ORG_ID].")
+FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: by name)."
+)
+INSECURE_OPTION = click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Do not verify the gateway's TLS certificate (a warning is logged) "
+    "[env ENOS_IMPORT_VERIFY_TLS=false].",
+)
+
+
+def open_input(file: Path, fmt: str | None, settings: Settings) -> Source:
+    """The device file, or a clean error naming it; the org must be known by now."""
+    if not settings.org_id:
+        raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
+    try:
+        return open_source(file, fmt, settings.intake_limits())
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def open_database(settings: Settings) -> Database:

@@ -16,10 +16,14 @@ from sqlalchemy import select
 
 from worker.cli.common import (
     EXIT_BY_STATE,
+    FILE_ARGUMENT,
+    FORMAT_OPTION,
+    ORG_OPTION,
     JobView,
     follow,
     job_view,
     open_database,
+    open_input,
     require_job,
     settings_from,
     stderr,
@@ -32,19 +36,16 @@ from worker.importer import chunks, jobs
 from worker.importer import results as export
 from worker.importer.submit import create, job_options, run_intake
 from worker.importer.sweeper import seconds_since_beat
-from worker.intake.sources import FORMATS, SourceError, open_source
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command()
-@click.argument("file", type=FILE)
-@click.option("--org", "org_id", help="Organization (OU) id [env ENOS_IMPORT_ORG_ID].")
+@FILE_ARGUMENT
+@ORG_OPTION
 @click.option("--require-secret", is_flag=True, help="Ask EnOS for encrypted device secrets.")
 @click.option("--wait", is_flag=True, help="Follow the job to its end; exit with its state.")
-@click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: by name)."
-)
+@FORMAT_OPTION
 @click.option(
     "--key-mode",
     type=click.Choice(["derive", "platform"]),
@@ -61,12 +62,7 @@ def submit(
 ) -> None:
     """Store FILE's devices as a job and queue it; prints the job id."""
     settings = settings_from(org_id=org_id, key_mode=key_mode)
-    if not settings.org_id:
-        raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
-    try:
-        source = open_source(file, fmt, settings.intake_limits())
-    except SourceError as exc:
-        raise click.ClickException(str(exc)) from exc
+    source = open_input(file, fmt, settings)
     db = open_database(settings)
     job_id = str(uuid.uuid4())
     options = job_options(settings, require_secret=require_secret, intake="cli", key_mode=key_mode)

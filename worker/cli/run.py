@@ -7,27 +7,29 @@ from pathlib import Path
 
 import click
 
-from worker.cli.common import EXIT_BY_STATE, follow, settings_from, stderr, summary_line
+from worker.cli.common import (
+    EXIT_BY_STATE,
+    FILE_ARGUMENT,
+    FORMAT_OPTION,
+    INSECURE_OPTION,
+    ORG_OPTION,
+    follow,
+    open_input,
+    settings_from,
+    stderr,
+    summary_line,
+)
 from worker.embedded import Embedded, embedded_settings, open_embedded_database, start_or_resume
-from worker.intake.sources import FORMATS, SourceError, open_source
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--org", "org_id", help="Organization (OU) id [env ENOS_IMPORT_ORG_ID].")
+@FILE_ARGUMENT
+@ORG_OPTION
 @click.option("--require-secret", is_flag=True, help="Ask EnOS for encrypted device secrets.")
-@click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: by name)."
-)
+@FORMAT_OPTION
 @click.option("--key-mode", type=click.Choice(["derive", "platform"]),
               help="Rows without deviceKey [env ENOS_IMPORT_KEY_MODE].")  # fmt: skip
-@click.option(
-    "--insecure",
-    is_flag=True,
-    default=None,
-    help="Do not verify the gateway's TLS certificate (a warning is logged) "
-    "[env ENOS_IMPORT_VERIFY_TLS=false].",
-)
+@INSECURE_OPTION
 @click.option("--concurrency", type=int, help="Calls in flight [env ENOS_IMPORT_MAX_CONCURRENCY].")
 def run(
     file: Path,
@@ -48,12 +50,7 @@ def run(
             verify_tls=False if insecure else None,
         )
     )
-    if not settings.org_id:
-        raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
-    try:
-        source = open_source(file, fmt, settings.intake_limits())
-    except SourceError as exc:
-        raise click.ClickException(str(exc)) from exc
+    source = open_input(file, fmt, settings)
     db = open_embedded_database(settings)
     runner = Embedded(settings, db)
     runner.start()

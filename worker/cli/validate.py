@@ -15,10 +15,17 @@ from pathlib import Path
 import click
 import orjson
 
-from worker.cli.common import settings_from, stderr
+from worker.cli.common import (
+    FILE_ARGUMENT,
+    FORMAT_OPTION,
+    INSECURE_OPTION,
+    ORG_OPTION,
+    open_input,
+    settings_from,
+    stderr,
+)
 from worker.enos import errors
 from worker.importer.intake import prepare_row
-from worker.intake.sources import FORMATS, SourceError, open_source
 from worker.runtime import make_client
 
 PRODUCT_CAP = 10_000
@@ -26,18 +33,10 @@ KEY_GROUP = 200
 
 
 @click.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--org", "org_id", help="Organization (OU) id [env ENOS_IMPORT_ORG_ID].")
-@click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), help="Input format (default: by name)."
-)
-@click.option(
-    "--insecure",
-    is_flag=True,
-    default=None,
-    help="Do not verify the gateway's TLS certificate (a warning is logged) "
-    "[env ENOS_IMPORT_VERIFY_TLS=false].",
-)
+@FILE_ARGUMENT
+@ORG_OPTION
+@FORMAT_OPTION
+@INSECURE_OPTION
 @click.option("--offline", is_flag=True, help="Only the documented rules; do not ask EnOS.")
 @click.option("--product-cap", type=int, default=PRODUCT_CAP, show_default=True,
               help="Devices a product may hold on this EnOS.")  # fmt: skip
@@ -51,12 +50,7 @@ def validate(
 ) -> None:
     """Check every row of FILE (exit 0: all good; 3: problems found, listed on stdout)."""
     settings = settings_from(org_id=org_id, verify_tls=False if insecure else None)
-    if not settings.org_id:
-        raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
-    try:
-        source = open_source(file, fmt, settings.intake_limits())
-    except SourceError as exc:
-        raise click.ClickException(str(exc)) from exc
+    source = open_input(file, fmt, settings)
     content_sha256 = source.sha256()
     problems = 0
     seen: dict[bytes, int] = {}

@@ -1,4 +1,4 @@
-"""Writing many rows at once: COPY on PostgreSQL, executemany elsewhere.
+"""Writing many rows at once: COPY and one-statement updates on PostgreSQL, executemany elsewhere.
 
 The intake writes every input row and the sender every outcome; one round trip per device would
 dominate the service's CPU, so these are the only ways rows reach the database in bulk.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Text, bindparam, insert, update
 from sqlalchemy.orm import Session
 
@@ -53,20 +54,20 @@ OUTCOME_FIELDS = (
 )  # fmt: skip
 
 
-# PostgreSQL: one statement for a whole chunk. The outcomes travel as one array per column and
-# ``unnest`` turns them back into rows; 1,000 single-row UPDATEs (even pipelined) cost the worker
-# and the server several times more per row.
+# PostgreSQL: one statement for a whole chunk. The outcomes travel as one JSON document that
+# ``json_to_recordset`` turns back into rows: 1,000 single-row UPDATEs (even pipelined) cost the
+# worker and the server several times more per row, and one array parameter per column costs the
+# worker more than the JSON (psycopg quotes array elements one by one).
 _PG_UPDATE_OUTCOMES = """
 UPDATE import_items AS i SET
     status = v.status, asset_id = v.asset_id, error_code = v.error_code,
     error_message = v.error_message, attempts = v.attempts, retryable = v.retryable,
     device_secret = v.device_secret, session_key = v.session_key, updated_at = now()
-FROM unnest(
-    %s::bigint[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::integer[],
-    %s::boolean[], %s::text[], %s::text[]
-) AS v(id, status, asset_id, error_code, error_message, attempts, retryable, device_secret,
-       session_key)
-WHERE i.id = v.id
+FROM json_to_recordset(%s::json) AS v(
+    item_id bigint, status text, asset_id text, error_code integer, error_message text,
+    attempts integer, retryable boolean, device_secret text, session_key text
+)
+WHERE i.id = v.item_id
 """
 
 
@@ -76,9 +77,9 @@ def update_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> Non
         return
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        columns = [[o["item_id"] for o in outcomes]]
-        columns += [[o[name] for o in outcomes] for name in OUTCOME_FIELDS]
-        connection.exec_driver_sql(_PG_UPDATE_OUTCOMES, tuple(columns))
+        # The dicts go as they are: keys other than the record's columns are ignored.
+        document = orjson.dumps(list(outcomes)).decode()
+        connection.exec_driver_sql(_PG_UPDATE_OUTCOMES, (document,))
         return
     table = ITEMS
     statement = (

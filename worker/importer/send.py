@@ -150,7 +150,8 @@ def _attempt(
             plan.call_s = time.perf_counter() - called
         ctx.budget.succeeded()
         exists = answers.apply(result, todo)
-        if answers.created:
+        if answers.created and len(todo) > largest_ok:
+            # Only news is written: the org's row would otherwise be rewritten by every chunk.
             plan.ok_size = len(todo)
         if exists:
             answers.resolve_existing(ctx.client, org_id, exists)

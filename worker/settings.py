@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.intake.sources import IntakeLimits
@@ -78,9 +79,15 @@ class Settings(BaseSettings):
 
     # Intake limits.
     max_file_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest input file.")
-    max_field_chars: int = Field(default=64 * 1024, gt=0, description="Longest cell (CSV) or line.")
+    max_field_chars: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Longest cell or JSON value; a CSV line may be 4x, a JSON Lines line 16x.",
+    )
     max_rows: int = Field(default=5_000_000, gt=0, description="Most rows read from a file.")
-    max_columns: int = Field(default=1_000, gt=0, description="Most CSV columns.")
+    max_columns: int = Field(
+        default=1_000, gt=0, description="Most columns (CSV header, or flattened JSON fields)."
+    )
 
     # Logs.
     log_format: str = Field(
@@ -113,6 +120,24 @@ class Settings(BaseSettings):
         return self.window or 2 * self.max_concurrency
 
 
+class SettingsError(ValueError):
+    """The configuration is wrong; the message names each variable, never its value."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        # pydantic's own message shows every input (the secret key too) when a check across
+        # fields fails: say what is wrong without the values.
+        problems = "; ".join(
+            f"{'ENOS_IMPORT_' + '.'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}"
+            f": {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise SettingsError(f"configuration: {problems}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import select
@@ -21,7 +20,7 @@ from worker.db.session import Database, database_url
 from worker.importer import jobs
 from worker.intake.sources import FORMATS, Source, SourceError, open_source
 from worker.logs import configure
-from worker.settings import Settings
+from worker.settings import Settings, SettingsError, load_settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -40,9 +39,9 @@ def settings_from(**overrides: Any) -> Settings:
     """The settings, with every flag that was given taking precedence over its variable."""
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        settings = Settings(**given)
-    except ValidationError as exc:
-        raise click.UsageError(f"configuration: {exc}") from exc
+        settings = load_settings(**given)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
     configure(settings.log_level, settings.log_format)
     return settings
 

@@ -1,0 +1,237 @@
+"""CSV as operators and Excel write it: UTF-8 with or without BOM, CRLF or LF, comma, semicolon
+or tab, quoted fields with separators and newlines; streamed line by line."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import IO, Any
+
+from worker.intake.base import BOM, SourceError, SourceRow, _FileSource
+from worker.intake.columns import Column, HeaderError, option_from_cells, parse_header
+
+
+class CsvSource(_FileSource):
+    format = "csv"
+
+    def rows(self) -> Iterator[SourceRow]:
+        with self.path.open("rb") as handle:
+            lines = _DecodedLines(handle, self.limits.max_field_chars)
+            sample = lines.peek_text(64 * 1024)
+            dialect = _sniff(sample)
+            csv.field_size_limit(self.limits.max_field_chars)
+            reader = csv.reader(lines, dialect)
+            try:
+                header = next(reader)
+            except StopIteration:
+                self.error = SourceError("the file is empty", 1)
+                return
+            except csv.Error as exc:
+                self.error = SourceError(f"line 1 (header): cannot be read: {exc}", 1)
+                return
+            unreadable = lines.problems(1, reader.line_num)
+            if len(header) > self.limits.max_columns:
+                # A header cut at the line limit has at least the columns counted so far.
+                self.error = SourceError(
+                    f"line 1 (header): {'at least ' if unreadable else ''}{len(header)} "
+                    f"columns, over the limit of {self.limits.max_columns} "
+                    "(ENOS_IMPORT_MAX_COLUMNS)",
+                    1,
+                )
+                return
+            if unreadable:
+                text = "; ".join(p.partition(": ")[2] for p in unreadable)
+                self.error = SourceError(f"line 1 (header): {text}", 1)
+                return
+            try:
+                columns = parse_header(header)
+            except HeaderError as exc:
+                self.error = SourceError(f"line 1 (header): {exc}", 1)
+                return
+            names = [c.name for c in columns]
+            if not any(c.kind == "field" and c.key == "deviceKey" for c in columns):
+                names.insert(1, "deviceKey")
+            self._add_columns(names)
+            yield from self._records(reader, lines, columns, len(header))
+
+    def _records(
+        self,
+        reader: Any,
+        lines: _DecodedLines,
+        columns: list[Column],
+        width: int,
+    ) -> Iterator[SourceRow]:
+        count = 0
+        last_line = reader.line_num
+        while True:
+            start = last_line + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                last_line = reader.line_num
+                lines.forget(last_line)
+                problem = _record_error(exc, start, last_line, self.limits.max_field_chars)
+                yield SourceRow(start, {}, None, [problem])
+                continue
+            last_line = reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                lines.forget(last_line)
+                continue
+            if not self._check_rows(count, start):
+                return
+            count += 1
+            problems = lines.problems(start, last_line)
+            if len(cells) > width:
+                problems.append(
+                    f"line {start}: has {len(cells)} cells, the header has {width} columns"
+                )
+            if problems:
+                yield SourceRow(start, _cells(columns, cells), None, problems)
+                continue
+            yield SourceRow(start, _cells(columns, cells), option_from_cells(columns, cells))
+
+
+def _record_error(exc: csv.Error, start: int, end: int, max_field: int) -> str:
+    if "unexpected end of data" in str(exc):
+        return (
+            f"line {start}: a quoted field opens here and is never closed, so lines "
+            f"{start}-{end} cannot be read (unbalanced quote)"
+        )
+    if "field larger than field limit" in str(exc):
+        return (
+            f"line {start}: a field is longer than {max_field} characters "
+            "(ENOS_IMPORT_MAX_FIELD_CHARS)"
+        )
+    return f"line {start}: malformed CSV ({exc})"
+
+
+def _cells(columns: list[Column], cells: list[str]) -> dict[str, str]:
+    width = len(cells)
+    return {c.name: cells[c.index] for c in columns if c.index < width and cells[c.index] != ""}
+
+
+def _sniff(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    header = sample.split("\n", 1)[0]
+    # The header decides: the separator that splits it into the most known columns wins.
+    best, best_count = ",", 0
+    for delimiter in (",", ";", "\t"):
+        count = header.count(delimiter)
+        if count > best_count:
+            best, best_count = delimiter, count
+
+    class Dialect(csv.excel):
+        delimiter = best
+        # Strict: a malformed quote fails its own record (the reader goes on with the next
+        # one) instead of silently swallowing the lines after it into one field.
+        strict = True
+
+    return Dialect
+
+
+class _DecodedLines:
+    """Physical lines of a binary file, decoded as UTF-8 (BOM dropped); a line that is not UTF-8,
+    holds a NUL byte or is too long is passed on repaired and remembered as a problem."""
+
+    def __init__(self, handle: IO[bytes], max_line: int) -> None:
+        self._handle = handle
+        self._max = max_line
+        self._line = 0
+        self._bad: dict[int, str] = {}
+        self._peeked: list[bytes] = []
+        self._first = True
+
+    def peek_text(self, size: int) -> str:
+        data = self._handle.read(size)
+        self._peeked.append(data)
+        return data.lstrip(BOM).decode("utf-8", "replace")
+
+    def _raw_lines(self) -> Iterator[tuple[bytes, bool]]:
+        """Each physical line with its line end, and whether it was cut: a line longer than the
+        limit is passed on cut there and the rest of it skipped, so memory stays bounded.
+
+        A cut line keeps the quoting state of the whole line (a quote is added when its skipped
+        rest holds an odd number of them): a quoted field that closes in the skipped rest must
+        not swallow the lines after it."""
+        limit = self._max * 4 + 4
+        buffer = b"".join(self._peeked)
+        self._peeked.clear()
+        start = 0
+        cut: bytes | None = None  # the start of a cut line whose rest is being skipped
+        quotes = 0  # quotes in that rest
+        while True:
+            newline = buffer.find(b"\n", start)
+            if newline >= 0:
+                if cut is not None:
+                    yield _closed(cut, quotes + buffer.count(b'"', start, newline)), True
+                    cut = None
+                elif newline + 1 - start > limit:
+                    rest_quotes = buffer.count(b'"', start + limit, newline)
+                    yield _closed(buffer[start : start + limit], rest_quotes), True
+                else:
+                    yield buffer[start : newline + 1], False
+                start = newline + 1
+                continue
+            if cut is not None:
+                quotes += buffer.count(b'"', start)
+                buffer, start = b"", 0
+            elif len(buffer) - start > limit:
+                # A runaway line: keep its start, skip the rest up to its line end.
+                cut, quotes = buffer[start : start + limit], buffer.count(b'"', start + limit)
+                buffer, start = b"", 0
+            block = self._handle.read(1 << 16)
+            if not block:
+                if cut is not None:
+                    yield _closed(cut, quotes), True
+                elif len(buffer) - start > limit:
+                    yield (
+                        _closed(buffer[start : start + limit], buffer.count(b'"', start + limit)),
+                        True,
+                    )
+                elif len(buffer) > start:
+                    yield buffer[start:], False
+                return
+            # Only the unfinished line is kept: no copying of the whole buffer per line.
+            buffer = buffer[start:] + block
+            start = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for raw, cut in self._raw_lines():
+            self._line += 1
+            if self._first:
+                raw = raw.removeprefix(BOM)
+                self._first = False
+            if cut:
+                self._bad[self._line] = (
+                    f"line {self._line}: longer than {self._max * 4 + 4} bytes "
+                    "(ENOS_IMPORT_MAX_FIELD_CHARS)"
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self._bad.setdefault(
+                    self._line,
+                    f"line {self._line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                    f"byte {exc.start + 1} of the line)",
+                )
+                text = raw.decode("utf-8", "replace")
+            if "\x00" in text:
+                self._bad.setdefault(self._line, f"line {self._line}: contains a NUL byte")
+                text = text.replace("\x00", "")
+            yield text
+
+    def problems(self, first: int, last: int) -> list[str]:
+        found = [self._bad.pop(n) for n in range(first, last + 1) if n in self._bad]
+        self.forget(last)
+        return found
+
+    def forget(self, upto: int) -> None:
+        if self._bad:
+            for n in [n for n in self._bad if n <= upto]:
+                del self._bad[n]
+
+
+def _closed(cut: bytes, rest_quotes: int) -> bytes:
+    """The start of a cut line, ending quoted or not as the whole line does."""
+    return cut + b'"' if rest_quotes % 2 else cut

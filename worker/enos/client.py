@@ -8,8 +8,6 @@ refuses the current one, or the token service refuses to give one.
 
 from __future__ import annotations
 
-import email.utils
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,15 +17,11 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
-from worker.enos import errors
+from worker.enos import answers, errors
 from worker.enos.models import (
-    INVALID_ARGUMENTS,
-    NO_PUBLIC_KEY,
-    PARTIAL_SUCCESS,
     BatchResult,
     CreateOption,
     Device,
-    ItemResult,
     Product,
 )
 from worker.enos.signing import request_signature, token_encryption
@@ -37,12 +31,6 @@ REFRESH_PATH: Final = "/apim-token-service/v2.0/token/refresh"
 DEVICES_PATH: Final = "/connect-service/v2.4/devices"
 PRODUCTS_PATH: Final = "/connect-service/v2.4/products"
 SEARCH_PAGE_MAX: Final = 200
-
-# Codes of EnOS's token service and gateway that mean "these credentials or this token are refused".
-_AUTH_CODES: Final = frozenset({401, 1001, 1002, 1003, 1202, 1203, 1204, 4011, 4012})
-_NOT_FOUND_CODES: Final = frozenset({11404, 11611, 99404})
-_OK_CODES: Final = frozenset({0, PARTIAL_SUCCESS})
-_TAGS: Final = re.compile(r"<[^>]*>")
 
 
 class EnosClient:
@@ -117,14 +105,14 @@ class EnosClient:
                 f"batchCreate answered {got} results for {len(devices)} devices; "
                 "they cannot be matched to the request"
             )
-        items = [_item_result(entry) for entry in data]
+        items = [answers.item_result(entry) for entry in data]
         return BatchResult(
             code=int(answer.get("code", 0)),
             message=str(answer.get("msg", "")),
-            request_id=_opt_str(answer.get("requestId")),
+            request_id=answers.opt_str(answer.get("requestId")),
             items=items,
-            success_size=_opt_int(answer.get("successSize")),
-            total_size=_opt_int(answer.get("totalSize")),
+            success_size=answers.opt_int(answer.get("successSize")),
+            total_size=answers.opt_int(answer.get("totalSize")),
         )
 
     def get_device(
@@ -141,7 +129,7 @@ class EnosClient:
         try:
             answer = self._call("GET", DEVICES_PATH, params, None)
         except errors.PermanentError as exc:
-            if exc.code in _NOT_FOUND_CODES:
+            if exc.code in answers.NOT_FOUND_CODES:
                 return None
             raise
         data = answer.get("data")
@@ -162,7 +150,7 @@ class EnosClient:
             for entry in data:
                 if isinstance(entry, dict):
                     yield Device.from_json(entry)
-            total = _opt_int((answer.get("pagination") or {}).get("totalSize"))
+            total = answers.opt_int((answer.get("pagination") or {}).get("totalSize"))
             if len(data) < SEARCH_PAGE_MAX or (
                 total is not None and page_no * SEARCH_PAGE_MAX >= total
             ):
@@ -188,7 +176,7 @@ class EnosClient:
             "pagination": {"pageNo": 1, "pageSize": 1},
         }
         answer = self._call("POST", DEVICES_PATH, {"action": "search", "orgId": org_id}, body)
-        total = _opt_int((answer.get("pagination") or {}).get("totalSize"))
+        total = answers.opt_int((answer.get("pagination") or {}).get("totalSize"))
         if total is None:
             raise errors.TransientError("search answered without pagination.totalSize")
         return total
@@ -207,7 +195,7 @@ class EnosClient:
         try:
             self._call("POST", "/connect-service/v2.1/devices", params, None)
         except errors.PermanentError as exc:
-            if exc.code in _NOT_FOUND_CODES:
+            if exc.code in answers.NOT_FOUND_CODES:
                 return False
             raise
         return True
@@ -218,7 +206,7 @@ class EnosClient:
         try:
             answer = self._call("GET", PRODUCTS_PATH, params, None)
         except errors.PermanentError as exc:
-            if exc.code in _NOT_FOUND_CODES:
+            if exc.code in answers.NOT_FOUND_CODES:
                 return None
             raise
         data = answer.get("data")
@@ -247,7 +235,7 @@ class EnosClient:
                     "Content-Type": "application/json;charset=UTF-8",
                 }
                 response = self._send(method, path, params, content, headers)
-                return _interpret(response)
+                return answers.interpret(response)
             except errors.AuthError:
                 if attempt:
                     raise
@@ -333,8 +321,8 @@ class EnosClient:
             raise errors.AuthError(
                 "the token service refused the credentials", http_status=response.status_code
             )
-        _raise_for_gateway_status(response)
-        answer = _json_object(response)
+        answers.raise_for_gateway_status(response)
+        answer = answers.json_object(response)
         status = answer.get("status", answer.get("stauts", answer.get("code")))
         data = answer.get("data")
         if status != 0 or not isinstance(data, dict) or not data.get("accessToken"):
@@ -350,144 +338,6 @@ class EnosClient:
         self._token_expires_at = self._clock() + expire
 
 
-# ----------------------------------------------------------------------------------- answers
-def _interpret(response: httpx.Response) -> dict[str, Any]:
-    """The body of a successful answer, or the error class that the answer means."""
-    if response.status_code == 401:
-        raise errors.AuthError(
-            f"EnOS refused the credentials: {_gateway_message(response)}", http_status=401
-        )
-    if _business_code(response) is None:
-        _raise_for_gateway_status(response)
-    answer = _json_object(response)
-    if answer.get("apim_status") in (4011, 4012):
-        raise errors.AuthError("EnOS refused the access token", code=answer["apim_status"])
-    code = answer.get("code")
-    if code in _OK_CODES:
-        return answer
-    message = str(answer.get("msg") or answer.get("message") or "no message")
-    if not isinstance(code, int):
-        raise errors.AmbiguousError(f"EnOS answered without a result code: {message[:200]}")
-    if code == INVALID_ARGUMENTS:
-        raise errors.InvalidArgumentsError(message, code=code)
-    if code == NO_PUBLIC_KEY:
-        raise errors.ConfigurationError(
-            f"{message}: create the RSA key pair of the service account in the EnOS console "
-            "(Identity and Access Management > Service Account > RSA Key Pairs), or import "
-            "without requireSecret",
-            code=code,
-        )
-    if code in _AUTH_CODES:
-        raise errors.AuthError(message, code=code)
-    if code // 100 == 995:
-        raise errors.TransientError(message, code=code)
-    raise errors.PermanentError(message, code=code)
-
-
-def _business_code(response: httpx.Response) -> int | None:
-    """The EnOS error code of a 4xx answer whose body is an envelope, else ``None``.
-
-    EnOS does not document the HTTP status of business errors (200 is inferred): a 99400 or a
-    99404 that comes with a 400 or a 404 must still be judged by its code.
-    """
-    if not 400 <= response.status_code < 500 or response.status_code in (401, 429):
-        return None
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
-    code = body.get("code") if isinstance(body, dict) else None
-    if not isinstance(code, int) or isinstance(code, bool) or code in _OK_CODES:
-        return None
-    return code
-
-
-def _raise_for_gateway_status(response: httpx.Response) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    message = _gateway_message(response)
-    if status == 429:
-        raise errors.RateLimitedError(
-            f"EnOS is throttling calls: {message}",
-            http_status=status,
-            retry_after=_retry_after(response.headers.get("Retry-After")),
-        )
-    if status >= 500:
-        raise errors.TransientError(
-            f"EnOS answered HTTP {status}: {message}",
-            http_status=status,
-            retry_after=_retry_after(response.headers.get("Retry-After")),
-        )
-    if status == 413:
-        raise errors.InvalidArgumentsError(f"request too large: {message}", http_status=status)
-    if status == 401:
-        raise errors.AuthError(f"EnOS refused the credentials: {message}", http_status=status)
-    raise errors.PermanentError(f"EnOS answered HTTP {status}: {message}", http_status=status)
-
-
-def _gateway_message(response: httpx.Response) -> str:
-    """The message of a gateway error body (``{"message": …}``, an envelope, or HTML)."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        text = " ".join(_TAGS.sub(" ", response.text).split())
-        return text[:200] or response.reason_phrase
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("msg") or response.reason_phrase)[:200]
-    return response.reason_phrase
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError as exc:
-        raise errors.AmbiguousError(
-            f"EnOS answered HTTP {response.status_code} with a body that is not JSON"
-        ) from exc
-    if not isinstance(body, dict):
-        raise errors.AmbiguousError("EnOS answered with JSON that is not an object")
-    return body
-
-
-def _item_result(entry: Any) -> ItemResult:
-    if not isinstance(entry, dict):
-        return ItemResult(ok=False, code=None, message="EnOS returned no result for this device")
-    code = entry.get("code")
-    message = str(entry.get("msg") or "")
-    data = entry.get("data")
-    data = data if isinstance(data, dict) else {}
-    asset_id = _opt_str(data.get("assetId"))
-    ok = code == 0 and message.upper() in ("OK", "") and asset_id is not None
-    if code == 0 and not ok:
-        message = message or "EnOS reported success without an assetId"
-    return ItemResult(
-        ok=ok,
-        code=code if isinstance(code, int) else None,
-        message="OK" if ok else message,
-        asset_id=asset_id,
-        device_key=_opt_str(data.get("deviceKey")),
-        product_key=_opt_str(data.get("productKey")),
-        device_secret=_opt_str(data.get("deviceSecret")),
-        session_key=_opt_str(data.get("sessionKey")),
-    )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _device_ref(
     product_key: str | None, device_key: str | None, asset_id: str | None
 ) -> dict[str, str]:
@@ -500,11 +350,3 @@ def _device_ref(
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

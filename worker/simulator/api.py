@@ -8,13 +8,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from worker.enos.validation import check_create_option
 from worker.simulator.auth import AuthFailure, AuthMode, TokenBook
 from worker.simulator.faults import FaultProfile
+from worker.simulator.resources import device_json, json_body, pagination, products_answer
 from worker.simulator.responses import (
     HoldResponse,
     Reply,
@@ -25,10 +25,9 @@ from worker.simulator.responses import (
     html_error,
 )
 from worker.simulator.search import ExpressionError, compile_expression
-from worker.simulator.state import Account, Org, Product, Store, StoredDevice
+from worker.simulator.state import Account, Org, Store, StoredDevice
 
 ItemErrorForm = Literal["coded", "minus1"]
-SEARCH_PAGE_MAX = 200
 
 
 @dataclass
@@ -78,9 +77,9 @@ class ConnectApi:
             if not action:
                 raise Reply(99400, "Invalid Argument action:action is missing")
             org = self._org(params, account)
-            payload = _json_body(body) if body else {}
+            payload = json_body(body) if body else {}
             if resource == "products":
-                return self._products(action, org, params, payload)
+                return products_answer(action, org, params, payload)
             if action == "batchCreate":
                 return await self._batch_create(version, org, account, payload)
             if action == "create":
@@ -295,14 +294,14 @@ class ConnectApi:
     ) -> Response:
         device = self._find(org, params)
         if version != "v2.4":
-            data = self._device_json(org, device, None)
+            data = device_json(org, device, None)
             data["deviceSecret"] = device.secret  # the older versions return it in clear
             return envelope(0, "OK", data)
         secret: tuple[str, str] | None = None
         if params.get("requireSecret", "").lower() == "true":
             sealer = self._sealer(version, org, account, {"requireSecret": True})
             secret = sealer.seal(device.secret) if sealer is not None else None
-        return envelope(0, "OK", self._device_json(org, device, secret))
+        return envelope(0, "OK", device_json(org, device, secret))
 
     def _search_devices(self, org: Org, payload: dict[str, Any]) -> Response:
         expression = payload.get("expression")
@@ -310,14 +309,14 @@ class ConnectApi:
             matcher = compile_expression(expression) if expression else None
         except ExpressionError as exc:
             raise Reply(99400, f"Invalid Argument expression: {exc}") from exc
-        page_no, page_size = _pagination(payload.get("pagination"))
+        page_no, page_size = pagination(payload.get("pagination"))
         ids = matcher(org) if matcher else set(org.by_asset)
         found = sorted((org.by_asset[a] for a in ids), key=lambda d: d.seq, reverse=True)
         page = found[(page_no - 1) * page_size : page_no * page_size]
         return envelope(
             0,
             "OK",
-            [self._device_json(org, d, None) for d in page],
+            [device_json(org, d, None) for d in page],
             pagination={
                 "sortedBy": None,
                 "pageNo": page_no,
@@ -330,119 +329,6 @@ class ConnectApi:
         self.store.delete_device(self._find(org, params))
         return envelope(0, "OK", None)
 
-    def _device_json(
-        self, org: Org, device: StoredDevice, secret: tuple[str, str] | None
-    ) -> dict[str, Any]:
-        product = org.products[device.product_key]
-        data: dict[str, Any] = {
-            "orgId": org.org_id,
-            "assetId": device.asset_id,
-            "modelId": product.model_id,
-            "modelIdPath": f"/{product.model_id}",
-            "productKey": device.product_key,
-            "productName": {"defaultValue": product.name, "i18nValue": {}},
-            "productType": "Device",
-            "dataFormat": "Json",
-            "deviceKey": device.device_key,
-            "deviceName": device.name,
-            "deviceDesc": device.desc,
-            "timezone": device.timezone,
-            "deviceAttributes": device.attributes,
-            "deviceTags": device.tags,
-            "createTime": device.create_time,
-            "activeTime": None,
-            "lastOnlineTime": None,
-            "lastOfflineTime": None,
-            "status": "inactive",
-        }
-        if secret is not None:
-            data["deviceSecret"], data["sessionKey"] = secret
-        return data
-
-    # ------------------------------------------------------------------------------ products
-    def _products(
-        self, action: str, org: Org, params: dict[str, str], payload: dict[str, Any]
-    ) -> Response:
-        if action == "get":
-            product = org.products.get(params.get("productKey", ""))
-            if product is None:
-                raise Reply(11611, "Not found")
-            return envelope(0, "OK", _product_json(product))
-        if action == "search":
-            expression = payload.get("expression")
-            keys = set(org.products)
-            if expression:
-                keys = _product_keys(expression, keys)
-            page_no, page_size = _pagination(payload.get("pagination"))
-            found = sorted(keys)
-            page = found[(page_no - 1) * page_size : page_no * page_size]
-            return envelope(
-                0,
-                "OK",
-                [_product_json(org.products[k]) for k in page],
-                pagination={
-                    "sortedBy": None,
-                    "pageNo": page_no,
-                    "pageSize": page_size,
-                    "totalSize": len(found),
-                },
-            )
-        raise Reply(99400, f"Invalid Argument action: unsupported action {action}")
-
 
 def _minus1(result: dict[str, Any]) -> dict[str, Any]:
     return {"code": -1, "msg": result["msg"], "data": None}
-
-
-def _product_keys(expression: str, keys: set[str]) -> set[str]:
-    try:
-        matcher = compile_expression(expression)
-    except ExpressionError as exc:
-        raise Reply(99400, f"Invalid Argument expression: {exc}") from exc
-    # Products reuse the device matcher on a synthetic org whose "devices" are the product keys.
-    probe = Org("products")
-    for key in keys:
-        probe.by_key[key] = StoredDevice("products", key, key, key, {}, "", None, {}, {}, "", 0, 0)
-        probe.by_asset[key] = probe.by_key[key]
-    return {probe.by_asset[a].product_key for a in matcher(probe)}
-
-
-def _product_json(product: Product) -> dict[str, Any]:
-    return {
-        "orgId": product.org_id,
-        "productKey": product.product_key,
-        "productName": {"defaultValue": product.name, "i18nValue": {}},
-        "productDesc": None,
-        "productType": "Device",
-        "dataFormat": "Json",
-        "productTags": {},
-        "modelId": product.model_id,
-        "dynamicActiveEnabled": False,
-        "biDirectionalAuth": False,
-        "createTime": product.created,
-    }
-
-
-def _pagination(value: Any) -> tuple[int, int]:
-    if value is None:
-        return 1, 10
-    if not isinstance(value, dict):
-        raise Reply(99400, "Invalid Argument pagination: must be an object")
-    page_no, page_size = value.get("pageNo", 1), value.get("pageSize", 10)
-    if not isinstance(page_no, int) or page_no < 1:
-        raise Reply(99400, "Invalid Argument pagination.pageNo: must be a whole number from 1")
-    if not isinstance(page_size, int) or not 0 < page_size <= SEARCH_PAGE_MAX:
-        raise Reply(99400, f"Invalid Argument pagination.pageSize: must be 1 to {SEARCH_PAGE_MAX}")
-    return page_no, page_size
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Reply(
-            99400, f"Invalid Argument body: not valid JSON ({exc})", http_status=400
-        ) from exc
-    if not isinstance(payload, dict):
-        raise Reply(99400, "Invalid Argument body: must be a JSON object", http_status=400)
-    return payload

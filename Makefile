@@ -41,6 +41,7 @@ simulator: install
 
 bench: install
 	$(BIN)/python -m bench.simulator
+	$(BIN)/python -m bench.import_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
+
 from worker.db.models import Base
 from worker.db.session import database_url, make_engine
 from worker.settings import get_settings

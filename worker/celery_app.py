@@ -8,10 +8,11 @@ harmless. References are to Celery's issue tracker; ``docs/reliability.md`` has 
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init
 from kombu.entity import Exchange, Queue
 
 from worker.logs import configure as configure_logging
@@ -80,3 +81,18 @@ def _logging(**_: Any) -> None:
     """Workers and beat log like every other entry point: structured, ENOS_IMPORT_LOG_*."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+
+
+# The collector's first generation holds this many new objects before it runs (default 700).
+GC_THRESHOLDS = (10_000, 50, 100)
+
+
+@worker_init.connect
+def _collector(**_: Any) -> None:
+    """A worker makes about ten container objects per device (answers, outcomes, rows) and keeps
+    none of them, next to a few hundred thousand long-lived objects from start-up. Those are
+    frozen (the collector never walks them again; prefork children inherit that), and a larger
+    first generation lets a chunk's objects die young instead of being promoted and walked by
+    full collections: about 15% less CPU per chunk, measured (docs/benchmarks.md)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -134,15 +134,17 @@ def item_result(entry: Any) -> ItemResult:
     ok = code == 0 and message.upper() in ("OK", "") and asset_id is not None
     if code == 0 and not ok:
         message = message or "EnOS reported success without an assetId"
+    # Positional (ok, code, message, asset_id, device_key, product_key, device_secret,
+    # session_key): this runs for every device of every answer, and keywords cost a third more.
     return ItemResult(
-        ok=ok,
-        code=code if isinstance(code, int) else None,
-        message="OK" if ok else message,
-        asset_id=asset_id,
-        device_key=opt_str(data.get("deviceKey")),
-        product_key=opt_str(data.get("productKey")),
-        device_secret=opt_str(data.get("deviceSecret")),
-        session_key=opt_str(data.get("sessionKey")),
+        ok,
+        code if isinstance(code, int) else None,
+        "OK" if ok else message,
+        asset_id,
+        opt_str(data.get("deviceKey")),
+        opt_str(data.get("productKey")),
+        opt_str(data.get("deviceSecret")),
+        opt_str(data.get("sessionKey")),
     )
 
 

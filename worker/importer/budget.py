@@ -75,8 +75,8 @@ class LocalBudget:
             self._cond.notify()
 
 
-# KEYS: holders zset, state hash. ARGV: capacity, token, ttl. Returns 1 (granted), or the
-# milliseconds to wait before asking again.
+# KEYS: holders zset, state hash. ARGV: capacity, token, ttl. Returns 0 (granted), -1 (every slot
+# is held: wait for one to be released), or the milliseconds of a 429 pause still to wait.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -88,9 +88,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) < math.floor(limit) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
-  return 1
+  return 0
 end
-return 100
+return -1
 """
 
 # KEYS: state hash. ARGV: capacity, retry_after (or -1 on success).
@@ -113,6 +113,11 @@ return tostring(limit)
 """
 
 
+# How long a caller waits for a released slot before it asks again (a release normally wakes it
+# at once; this bounds the wait when a holder died and its slot expired instead).
+RELEASE_POLL_S = 0.1
+
+
 class RedisBudget:
     """The budget shared through Redis by every worker calling one EnOS account."""
 
@@ -127,6 +132,9 @@ class RedisBudget:
         self._redis = client
         self._holders = f"enos-import:budget:{name}:holders"
         self._state = f"enos-import:budget:{name}:state"
+        # A token pushed here on every release wakes one caller waiting for a slot at once
+        # (BLPOP); without it, the waiter asks again after RELEASE_POLL_S at the latest.
+        self._released = f"enos-import:budget:{name}:released"
         self.capacity = capacity
         self.slot_ttl_s = slot_ttl_s
         self.max_wait_s = max_wait_s
@@ -145,12 +153,15 @@ class RedisBudget:
                         args=[self.capacity, token, self.slot_ttl_s],
                     )
                 )
-                if answer == 1:
+                if answer == 0:
                     break
-                wait = min(answer / 1000.0, 1.0)
+                wait = RELEASE_POLL_S if answer < 0 else min(answer / 1000.0, 1.0)
                 if time.monotonic() + wait > deadline:
                     raise TransientError("no call slot free in the shared rate budget", sent=False)
-                time.sleep(wait)
+                if answer < 0:
+                    self._redis.blpop([self._released], timeout=wait)
+                else:
+                    time.sleep(wait)
         except redis.RedisError as exc:
             raise TransientError(f"the rate budget is unreachable: {exc}", sent=False) from exc
         try:
@@ -158,7 +169,12 @@ class RedisBudget:
         finally:
             # On a Redis error the slot expires by itself after slot_ttl_s.
             with suppress(redis.RedisError):
-                self._redis.zrem(self._holders, token)
+                release = self._redis.pipeline(transaction=False)
+                release.zrem(self._holders, token)
+                release.lpush(self._released, 1)
+                release.ltrim(self._released, 0, self.capacity - 1)
+                release.expire(self._released, 60)
+                release.execute()
 
     def throttled(self, retry_after: float | None) -> None:
         self._call_adjust(retry_after if retry_after is not None else 1.0)

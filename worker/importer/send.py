@@ -74,12 +74,11 @@ class _Plan:
 
 
 def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
+    # The claim and what the attempt needs to know commit together, before the call.
     with ctx.db.begin() as session:
         claim = chunks.claim(session, chunk_id, ctx.owner, ctx.settings.lease_s)
-    if claim is None:
-        return SendReport(claimed=False)
-    bound = log.bind(job_id=claim.job_id, chunk_id=chunk_id, attempt=claim.attempts)
-    with ctx.db.begin() as session:
+        if claim is None:
+            return SendReport(claimed=False)
         job = session.execute(
             select(JOBS.c.status, JOBS.c.org_id, JOBS.c.options).where(JOBS.c.id == claim.job_id)
         ).one()
@@ -87,6 +86,7 @@ def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
         limit = session.get(OrgBatchLimit, job.org_id)
         refused = limit.smallest_refused if limit else None
         largest_ok = limit.largest_ok if limit else 0
+    bound = log.bind(job_id=claim.job_id, chunk_id=chunk_id, attempt=claim.attempts)
 
     plan = _Plan()
     if job.status == JobStatus.RUNNING and items:

@@ -1,7 +1,7 @@
 # enos-import: one command per everyday task. `make install` first; every target installs if needed.
 VENV    := .venv
 BIN     := $(VENV)/bin
-UV      := $(shell command -v uv 2>/dev/null || echo $(VENV)/bootstrap/bin/uv)
+UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
 .PHONY: install demo test test-faults lint fmt typecheck simulator bench migrate all clean
@@ -11,8 +11,8 @@ all: lint typecheck test
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml uv.lock
-	@command -v uv >/dev/null 2>&1 || [ -x $(VENV)/bootstrap/bin/uv ] || \
-		(python3 -m venv $(VENV)/bootstrap && $(VENV)/bootstrap/bin/pip install --quiet "uv==0.13.9")
+	@command -v uv >/dev/null 2>&1 || [ -x .bootstrap/bin/uv ] || \
+		(python3 -m venv .bootstrap && .bootstrap/bin/pip install --quiet "uv==0.13.9")
 	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python python3.11
 	@touch $@
 

@@ -46,8 +46,8 @@ EVENTS = (
     "restart_postgres", "flush_redis", "kill_worker", "terminate_backends", "kill_child",
 )  # fmt: skip
 SIM_FAULTS = (
-    "latency_ms=400,per_device_us=500,http500=0.02,http503=0.02,http429=0.02,"
-    "timeout_after_commit=0.02,reset_before_commit=0.02,reset_after_commit=0.02,"
+    "latency_ms=400,per_device_us=500,http500=0.03,http503=0.03,http429=0.03,"
+    "timeout_after_commit=0.03,reset_before_commit=0.03,reset_after_commit=0.03,"
     "item11714=0.05,retry_after_s=1,seed={seed}"
 )
 PATCHES = Path(__file__).with_name("patches")
@@ -111,7 +111,7 @@ class Scenario:
             ENOS_IMPORT_ACCESS_KEY=DEMO_APP_KEY,
             ENOS_IMPORT_SECRET_KEY=DEMO_APP_SECRET,
             ENOS_IMPORT_ORG_ID="o-demo",
-            ENOS_IMPORT_BATCH_SIZE="200",
+            ENOS_IMPORT_BATCH_SIZE="100",
             ENOS_IMPORT_MAX_CONCURRENCY="8",
             ENOS_IMPORT_READ_TIMEOUT_S="5",
             ENOS_IMPORT_LEASE_S="15",

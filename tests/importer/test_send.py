@@ -305,3 +305,52 @@ def test_a_stale_attempt_cannot_write_after_its_lease_was_taken_over(
             session.execute(select(CHUNKS.c.status).where(CHUNKS.c.id == chunk_id)).scalar_one()
             == "done"
         )
+
+
+class _FailsTheJobMidCall(LocalBudget):
+    """A budget that lets another worker fail the job while this one is about to call EnOS."""
+
+    def __init__(self, db: Database, job_id: str) -> None:
+        super().__init__(2)
+        self.db, self.job_id = db, job_id
+
+    def slot(self):  # type: ignore[no-untyped-def]
+        from worker.importer import jobs
+
+        with self.db.begin() as session:
+            jobs.fail_job(session, self.job_id, "EnOS refused the import: Denied resource")
+        return super().slot()
+
+
+def test_a_chunk_in_flight_when_its_job_fails_leaves_no_row_pending(
+    db: Database, client: EnosClient, settings: Settings, sim_app
+) -> None:  # type: ignore[no-untyped-def]
+    from worker.importer.sweeper import sweep
+
+    sim_app.state.api.faults = FaultProfile(http503=1.0)
+    started = start_job(db, settings, [device(f"meter-{n:04d}") for n in range(1, 3)])
+    ctx = SendContext(db, client, settings, _FailsTheJobMidCall(db, started.job_id), "w:1")
+
+    report = send_chunk(ctx, started.publish[0])
+
+    assert report.chunk_state == "done"
+    outcome = rows(db, started.job_id)
+    assert {row["status"] for row in outcome.values()} == {"failed"}
+    assert all("Denied resource" in row["error_message"] for row in outcome.values())
+    published: list[int] = []
+    sweep(db, settings, published.extend)
+    assert published == []
+
+
+def test_a_whole_request_99400_caused_by_one_device_does_not_cap_the_org(
+    ctx: SendContext, sim_store: Store, sim_app, db: Database
+) -> None:  # type: ignore[no-untyped-def]
+    # Earlier chunks of 4 passed; then one refusal of a pair (as for one bad device).
+    started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 5)])
+    assert drive(ctx, started) == "completed"
+    with db.begin() as session:
+        session.merge(OrgBatchLimit(org_id="o-demo", largest_ok=4, smallest_refused=2))
+    calls = sim_app.state.api.stats.calls
+    again = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(5, 9)])
+    assert drive(ctx, again) == "completed"
+    assert sim_app.state.api.stats.calls - calls == 1  # one call of 4, not 4 calls of 1

@@ -14,7 +14,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
-from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus
+from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +146,9 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     # delivery: harmless, but a process's time). PostgreSQL: the job's row lock, held to the
     # end of the transaction; SQLite has no row locks and needs none, its writers take turns.
     session.connection().execute(select(JOBS.c.id).where(JOBS.c.id == job_id).with_for_update())
+    state = session.connection().execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar()
+    if state not in (JobStatus.RUNNING, JobStatus.CANCELLING):
+        return []  # a failed or finished job sends nothing more
     now = db_epoch()
     fresh = CHUNKS.c.published_at >= now - republish_after_s
     out = (

@@ -20,8 +20,10 @@ from worker.db.models import (
     ChunkStatus,
     ItemStatus,
     JobStatus,
+    KeySource,
 )
 from worker.importer import chunks
+from worker.importer.answers import NO_KEY_MESSAGE
 from worker.importer.intake import IntakeSummary, plan_chunks
 
 
@@ -175,6 +177,17 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
     )
     if not result.rowcount:
         return False
+    unknown = select(CHUNKS.c.seq).where(CHUNKS.c.job_id == job_id, CHUNKS.c.needs_reconcile)
+    session.connection().execute(
+        update(ITEMS)
+        .where(
+            ITEMS.c.job_id == job_id,
+            ITEMS.c.status == ItemStatus.PENDING,
+            ITEMS.c.key_source == KeySource.PLATFORM,
+            ITEMS.c.chunk_seq.in_(unknown),
+        )
+        .values(status=ItemStatus.REVIEW, error_message=NO_KEY_MESSAGE, updated_at=func.now())
+    )
     session.connection().execute(
         update(ITEMS)
         .where(ITEMS.c.job_id == job_id, ITEMS.c.status == ItemStatus.PENDING)

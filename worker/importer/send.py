@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from worker.db.bulk import update_outcomes
+from worker.db.clock import db_epoch
 from worker.db.models import (
     CHUNKS,
     ITEMS,
@@ -21,13 +22,14 @@ from worker.db.models import (
     ChunkStatus,
     ItemStatus,
     JobStatus,
+    KeySource,
     OrgBatchLimit,
 )
 from worker.db.session import Database
 from worker.enos import errors
 from worker.enos.client import EnosClient
 from worker.importer import chunks, jobs
-from worker.importer.answers import Answers, no_public_key_message
+from worker.importer.answers import NO_KEY_MESSAGE, Answers, no_public_key_message
 from worker.importer.backoff import retry_delay
 from worker.importer.budget import RateBudget
 from worker.importer.chunks import Claim, PendingItem
@@ -133,9 +135,10 @@ def _attempt(
         if claim.needs_reconcile:
             answers.reconcile(ctx.client, org_id, todo)
             todo = [item for item in todo if item.id not in answers.outcomes]
-        if refused is not None and len(todo) >= refused > 1:
-            size = largest_ok if 0 < largest_ok < refused else max(1, refused // 2)
-            plan.split = [todo[i : i + size] for i in range(0, len(todo), size)]
+        # A refusal only teaches a size limit when a smaller batch has passed: one bad device
+        # can make EnOS refuse a whole batch too, and must not cap the org's calls for good.
+        if refused is not None and 0 < largest_ok < refused <= len(todo):
+            plan.split = [todo[i : i + largest_ok] for i in range(0, len(todo), largest_ok)]
             return
         if not todo:
             return
@@ -163,7 +166,11 @@ def _attempt(
     except errors.TransientError as exc:
         plan.error = str(exc)
         plan.delay = retry_delay(ctx.settings, claim.attempts, exc.retry_after)
-        plan.reconcile_next = claim.needs_reconcile and not answers.sent
+        # A gateway 5xx may come after the platform did the work: harmless for rows with a
+        # deviceKey (a resend finds them), not for rows whose key EnOS generates.
+        keyless = any(item.key_source == KeySource.PLATFORM for item in todo)
+        sent = bool(answers.sent) and exc.sent
+        plan.reconcile_next = (claim.needs_reconcile and not answers.sent) or (sent and keyless)
     except errors.AmbiguousError as exc:
         plan.error = str(exc)
         # EnOS's reads lag its writes by about two seconds: wait at least that long.
@@ -201,6 +208,14 @@ def _commit(
     # Lock the chunk first: from here on, this attempt either owns the chunk or writes nothing.
     if not chunks.fenced(session, claim, lease_owner=CHUNKS.c.lease_owner):
         return None
+    # The job's state now, not at the claim: it may have failed or been cancelled meanwhile.
+    # (FOR SHARE: a concurrent fail_job waits for this commit, then settles what is left.)
+    job_now = session.execute(
+        select(JOBS.c.status, JOBS.c.last_error)
+        .where(JOBS.c.id == claim.job_id)
+        .with_for_update(read=True)
+    ).one()
+    job_status = job_now.status
     rows = []
     moved = {item.id for piece in plan.split for item in piece}
     remaining = [i for i in items if i.id not in answers.outcomes and i.id not in moved]
@@ -257,16 +272,22 @@ def _commit(
         jobs.fail_job(session, claim.job_id, answers.job_error)
         chunks.fenced(session, claim, **done)
         return ChunkStatus.DONE
+    unknown = plan.reconcile_next or claim.needs_reconcile
     if job_status in (JobStatus.CANCELLING, JobStatus.CANCELLED) and remaining:
+        remaining = _review_keyless(session, remaining, unknown)
         _settle(session, remaining, ItemStatus.CANCELLED, "cancelled before it was sent", True)
         chunks.fenced(session, claim, **{**done, "status": ChunkStatus.CANCELLED})
         return ChunkStatus.CANCELLED
+    if job_status == JobStatus.FAILED and remaining:
+        remaining = _review_keyless(session, remaining, unknown)
+        _settle(session, remaining, ItemStatus.FAILED, job_now.last_error or "the job failed", True)
     if not remaining or job_status != JobStatus.RUNNING:
         chunks.fenced(session, claim, **done)
         return ChunkStatus.DONE
     age = claim.now - claim.first_attempt_at
     if claim.attempts >= settings.max_attempts or age >= settings.max_age_s:
         message = f"gave up after {claim.attempts} attempts over {age:.0f} s: {plan.error}"
+        remaining = _review_keyless(session, remaining, unknown)
         _settle(session, remaining, ItemStatus.FAILED, message, True)
         chunks.fenced(session, claim, **{**done, "last_error": message})
         return ChunkStatus.DONE
@@ -274,13 +295,25 @@ def _commit(
         session,
         claim,
         status=ChunkStatus.PENDING,
-        next_attempt_at=claim.now + (plan.delay or 0.0),
+        # Counted from now, not from the claim: the call's own time is no part of the wait.
+        next_attempt_at=db_epoch() + (plan.delay or 0.0),
         lease_expires_at=None,
         published_at=None,
         needs_reconcile=plan.reconcile_next,
         last_error=plan.error,
     )
     return ChunkStatus.PENDING
+
+
+def _review_keyless(session: Session, items: list[PendingItem], unknown: bool) -> list[PendingItem]:
+    """Rows whose key EnOS generates, when the chunk's last answer was lost, go to ``review``
+    rather than ``failed``/``cancelled`` (which ``retry`` would send again); returns the rest."""
+    if not unknown:
+        return items
+    keyless = [i for i in items if i.key_source == KeySource.PLATFORM]
+    if keyless:
+        _settle(session, keyless, ItemStatus.REVIEW, NO_KEY_MESSAGE, False)
+    return [i for i in items if i.key_source != KeySource.PLATFORM]
 
 
 def _row(item_id: int, status: str, attempts: int, message: str | None) -> dict[str, Any]:
@@ -335,7 +368,7 @@ def _record_batch_limit(session: Session, claim: Claim, plan: _Plan) -> None:
     if plan.ok_size is None and plan.refused_size is None:
         return
     org_id = session.execute(select(JOBS.c.org_id).where(JOBS.c.id == claim.job_id)).scalar_one()
-    table = OrgBatchLimit.__table__
+    table = cast(Table, OrgBatchLimit.__table__)
     values = {
         "org_id": org_id,
         "largest_ok": plan.ok_size or 0,
@@ -361,4 +394,14 @@ def _record_batch_limit(session: Session, claim: Claim, plan: _Plan) -> None:
                 ),
             },
         )
+    )
+    # A batch at least as large as a refused one passed: that refusal was not about size.
+    session.execute(
+        update(table)
+        .where(
+            current.org_id == org_id,
+            current.smallest_refused.is_not(None),
+            current.smallest_refused <= current.largest_ok,
+        )
+        .values(smallest_refused=None)
     )

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from worker.celery_app import QUEUE, app
+from worker.db.models import JOBS, JobStatus
 from worker.importer import jobs
 from worker.importer.send import send_chunk
 from worker.importer.submit import create, job_options, run_intake
@@ -87,7 +89,7 @@ def submit(
     else:
         opts["source_kind"] = "path"
         label = str(source)
-    create(ctx.db, settings, job_id, org_id, label, opts)
+    created = create(ctx.db, settings, job_id, org_id, label, opts)
     try:
         reader = (
             InlineSource(source)
@@ -95,12 +97,23 @@ def submit(
             else open_source(Path(source), options.get("format"), settings.intake_limits())
         )
     except SourceError as exc:
-        with ctx.db.begin() as session:
-            jobs.fail_job(session, job_id, str(exc))
+        if created:  # a repeated delivery must not touch the job the first one made
+            with ctx.db.begin() as session:
+                jobs.fail_job(session, job_id, str(exc))
         return job_id
     result = run_intake(ctx.db, settings, job_id, org_id, reader, opts)
     publish_chunks(result.publish)
+    if result.summary is None and _intake_open(job_id):
+        # Another delivery holds the intake (or held it and died): come back after its lease,
+        # so that an intake interrupted by a killed worker is done again, not forgotten.
+        raise self.retry(countdown=settings.lease_s, max_retries=5)
     return job_id
+
+
+def _intake_open(job_id: str) -> bool:
+    with send_context().db.read() as session:
+        state = session.execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar()
+    return state in (JobStatus.QUEUED, JobStatus.VALIDATING)
 
 
 @app.task(

@@ -325,6 +325,10 @@ class EnosClient:
         answer = answers.json_object(response)
         status = answer.get("status", answer.get("stauts", answer.get("code")))
         data = answer.get("data")
+        if status == 1005:
+            raise errors.TransientError(
+                f"the EnOS token service failed: {answer.get('msg', 'internal service exception')}"
+            )
         if status != 0 or not isinstance(data, dict) or not data.get("accessToken"):
             code = status if isinstance(status, int) else None
             raise errors.AuthError(

@@ -37,7 +37,7 @@ class EnosError(Exception):
         parts = [self.message]
         if self.code is not None:
             parts.append(f"(EnOS code {self.code})")
-        elif self.http_status is not None:
+        elif self.http_status is not None and f"HTTP {self.http_status}" not in self.message:
             parts.append(f"(HTTP {self.http_status})")
         return " ".join(parts)
 

@@ -54,7 +54,13 @@ def sweep(
             )
         ]
         stale = session.execute(
-            select(JOBS.c.id, JOBS.c.source, JOBS.c.org_id, JOBS.c.options).where(
+            select(
+                JOBS.c.id,
+                JOBS.c.source,
+                JOBS.c.org_id,
+                JOBS.c.options,
+                db_epoch() - JOBS.c.intake_lease_until,
+            ).where(
                 JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING)),
                 JOBS.c.intake_lease_until < db_epoch(),
             )
@@ -75,12 +81,16 @@ def sweep(
         if ids:
             publish_chunks(ids)
             report.published.extend(ids)
-    for job_id, source, org_id, options in stale:
+    for job_id, source, org_id, options, expired_for in stale:
         options = dict(options or {})
         if options.get("intake") == "task" and restart_intake is not None:
             if restart_intake(job_id, source, org_id, options):
                 report.intakes_restarted.append(job_id)
-            continue
+                continue
+            # Inline devices live only in their message, which comes back by itself (the
+            # submit task retries after a lease); past that, the message is gone.
+            if expired_for < 6 * settings.lease_s:
+                continue
         with db.begin() as session:
             if jobs.fail_job(
                 session, job_id, "the intake of the file stopped before it ended; submit again"

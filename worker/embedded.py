@@ -29,7 +29,7 @@ from worker.importer.submit import IntakeResult, create, job_options, run_intake
 from worker.importer.sweeper import sweep
 from worker.intake.sources import Source
 from worker.logs import get_logger
-from worker.runtime import install_context, make_client
+from worker.runtime import install_context, lease_owner, make_client
 from worker.settings import Settings
 
 log = get_logger(__name__)
@@ -61,7 +61,7 @@ class Embedded:
                 client=make_client(self.settings),
                 settings=self.settings,
                 budget=LocalBudget(self.settings.max_concurrency, self.settings.lease_s / 4),
-                owner=owner(),
+                owner=lease_owner(),
             )
         )
         import worker.tasks  # noqa: F401 - registers the tasks on the app
@@ -95,10 +95,6 @@ class Embedded:
         from worker.tasks import publish_chunks, restart_intake
 
         sweep(self.db, self.settings, publish_chunks, restart_intake)
-
-
-def owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def embedded_settings(settings: Settings) -> Settings:

@@ -24,9 +24,9 @@ _lock = threading.Lock()
 _context: tuple[int, SendContext] | None = None
 
 
-def owner_id() -> str:
+def lease_owner() -> str:
     """Who holds a lease: host and process, so that a dead holder can be recognised."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
@@ -93,5 +93,5 @@ def _default_context() -> SendContext:
         client=make_client(settings),
         settings=settings,
         budget=make_budget(settings, shared=not settings.broker_url.startswith("memory")),
-        owner=f"{socket.gethostname()}:{os.getpid()}",
+        owner=lease_owner(),
     )

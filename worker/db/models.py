@@ -71,7 +71,6 @@ class ItemStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-ITEM_STATES = tuple(ItemStatus)
 SUCCESS_STATES = frozenset({ItemStatus.CREATED, ItemStatus.ADOPTED})
 
 
@@ -80,9 +79,6 @@ class ChunkStatus(enum.StrEnum):
     IN_FLIGHT = "in_flight"  # claimed by a worker until lease_expires_at
     DONE = "done"  # every item is final, or moved to the chunks it was split into
     CANCELLED = "cancelled"
-
-
-OPEN_CHUNK_STATES = (ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)
 
 
 class KeySource(enum.StrEnum):

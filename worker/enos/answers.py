@@ -15,11 +15,18 @@ import httpx
 import orjson
 
 from worker.enos import errors
-from worker.enos.models import INVALID_ARGUMENTS, NO_PUBLIC_KEY, PARTIAL_SUCCESS, ItemResult
+from worker.enos.models import (
+    DEVICE_NOT_FOUND,
+    INVALID_ARGUMENTS,
+    NO_PUBLIC_KEY,
+    PARTIAL_SUCCESS,
+    PRODUCT_NOT_FOUND,
+    ItemResult,
+)
 
 # Codes of EnOS's token service and gateway that mean "these credentials or this token are refused".
 AUTH_CODES: Final = frozenset({401, 1001, 1002, 1003, 1202, 1203, 1204, 4011, 4012})
-NOT_FOUND_CODES: Final = frozenset({11404, 11611, 99404})
+NOT_FOUND_CODES: Final = frozenset({DEVICE_NOT_FOUND, PRODUCT_NOT_FOUND, 99404})
 OK_CODES: Final = frozenset({0, PARTIAL_SUCCESS})
 _TAGS: Final = re.compile(r"<[^>]*>")
 

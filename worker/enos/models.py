@@ -34,20 +34,9 @@ GENERATE_KEY_FAILED = 11714
 PRODUCT_FULL = 11739
 NO_PUBLIC_KEY = 11858
 INVALID_ARGUMENTS = 99400
-DENIED = 99403
-NOT_FOUND = 99404
-INTERNAL_ERROR = 99500
 PARTIAL_SUCCESS = 99206
 DEVICE_NOT_FOUND = 11404
 PRODUCT_NOT_FOUND = 11611
-
-DOCUMENTED_MESSAGES: dict[int, str] = {
-    DEVICE_KEY_EXISTED: "DeviceKey existed",
-    GENERATE_KEY_FAILED: "Generate deviceKey failed",
-    PRODUCT_FULL: "Exceed max device size",
-    NO_PUBLIC_KEY: "Unable to find public key",
-    INVALID_ARGUMENTS: "Invalid arguments",
-}
 
 
 class ItemKind(Enum):

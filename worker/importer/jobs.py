@@ -308,7 +308,3 @@ def replan(session: Session, job_id: str, which: Any, batch_size: int | None) ->
         )
     plan_chunks(session, job_id, only_from_seq=base)
     return len(ids)
-
-
-def now_epoch(session: Session) -> float:
-    return float(session.connection().execute(select(db_epoch())).scalar_one())

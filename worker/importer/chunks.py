@@ -217,3 +217,24 @@ def next_seq(session: Session, job_id: str) -> int:
         .scalar_one()
     )
     return int(top) + 1 if top is not None else 0
+
+
+def split(session: Session, job_id: str, pieces: list[list[int]]) -> None:
+    """Moves each piece (item ids) of a chunk's rows into a chunk of its own, due now."""
+    seq = next_seq(session, job_id)
+    for offset, piece in enumerate(pieces):
+        session.connection().execute(
+            update(ITEMS).where(ITEMS.c.id.in_(piece)).values(chunk_seq=seq + offset)
+        )
+        session.connection().execute(
+            CHUNKS.insert().values(
+                job_id=job_id,
+                seq=seq + offset,
+                size=len(piece),
+                status=ChunkStatus.PENDING,
+                attempts=0,
+                fencing_token=0,
+                next_attempt_at=0.0,
+                needs_reconcile=False,
+            )
+        )

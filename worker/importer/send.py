@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from worker.db.bulk import update_outcomes
@@ -28,7 +27,7 @@ from worker.db.models import (
 from worker.db.session import Database
 from worker.enos import errors
 from worker.enos.client import EnosClient
-from worker.importer import chunks, jobs
+from worker.importer import batch_limits, chunks, jobs
 from worker.importer.answers import NO_KEY_MESSAGE, Answers, no_public_key_message
 from worker.importer.backoff import retry_delay
 from worker.importer.budget import RateBudget
@@ -259,8 +258,12 @@ def _commit(
     remaining = [i for i in remaining if i.product_key not in answers.full_products]
 
     if plan.split:
-        _split(session, claim, plan.split)
-    _record_batch_limit(session, claim, plan)
+        chunks.split(session, claim.job_id, [[i.id for i in piece] for piece in plan.split])
+    if plan.ok_size is not None or plan.refused_size is not None:
+        org_id = session.execute(
+            select(JOBS.c.org_id).where(JOBS.c.id == claim.job_id)
+        ).scalar_one()
+        batch_limits.record(session, org_id, plan.ok_size, plan.refused_size)
 
     done: dict[str, Any] = {
         "status": ChunkStatus.DONE,
@@ -338,70 +341,4 @@ def _settle(
         update(ITEMS)
         .where(ITEMS.c.id.in_(ids), ITEMS.c.status == ItemStatus.PENDING)
         .values(status=status, error_message=message, retryable=retryable, updated_at=func.now())
-    )
-
-
-def _split(session: Session, claim: Claim, pieces: list[list[PendingItem]]) -> None:
-    """Moves each piece of the chunk's rows into a chunk of its own, due now."""
-    seq = chunks.next_seq(session, claim.job_id)
-    for offset, piece in enumerate(pieces):
-        session.execute(
-            update(ITEMS)
-            .where(ITEMS.c.id.in_([item.id for item in piece]))
-            .values(chunk_seq=seq + offset)
-        )
-        session.execute(
-            CHUNKS.insert().values(
-                job_id=claim.job_id,
-                seq=seq + offset,
-                size=len(piece),
-                status=ChunkStatus.PENDING,
-                attempts=0,
-                fencing_token=0,
-                next_attempt_at=0.0,
-                needs_reconcile=False,
-            )
-        )
-
-
-def _record_batch_limit(session: Session, claim: Claim, plan: _Plan) -> None:
-    if plan.ok_size is None and plan.refused_size is None:
-        return
-    org_id = session.execute(select(JOBS.c.org_id).where(JOBS.c.id == claim.job_id)).scalar_one()
-    table = cast(Table, OrgBatchLimit.__table__)
-    values = {
-        "org_id": org_id,
-        "largest_ok": plan.ok_size or 0,
-        "smallest_refused": plan.refused_size,
-    }
-    dialect = session.connection().dialect.name
-    insert: Any = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(values)
-    excluded = insert.excluded
-    current = table.c
-    session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["org_id"],
-            set_={
-                "largest_ok": func.max(current.largest_ok, excluded.largest_ok)
-                if dialect == "sqlite"
-                else func.greatest(current.largest_ok, excluded.largest_ok),
-                "smallest_refused": func.coalesce(
-                    func.min(current.smallest_refused, excluded.smallest_refused)
-                    if dialect == "sqlite"
-                    else func.least(current.smallest_refused, excluded.smallest_refused),
-                    current.smallest_refused,
-                    excluded.smallest_refused,
-                ),
-            },
-        )
-    )
-    # A batch at least as large as a refused one passed: that refusal was not about size.
-    session.execute(
-        update(table)
-        .where(
-            current.org_id == org_id,
-            current.smallest_refused.is_not(None),
-            current.smallest_refused <= current.largest_ok,
-        )
-        .values(smallest_refused=None)
     )

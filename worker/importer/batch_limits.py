@@ -1,0 +1,56 @@
+"""What EnOS has shown about an org's batch limit (99400 for a batch that is too large).
+
+The largest batch that passed and the smallest refused are remembered per org, so that later
+chunks are cut to a size known to pass before they are sent, instead of being refused first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Table, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from worker.db.models import OrgBatchLimit
+
+
+def record(session: Session, org_id: str, ok_size: int | None, refused_size: int | None) -> None:
+    """Remembers a batch size that passed, or one refused with 99400."""
+    table = cast(Table, OrgBatchLimit.__table__)
+    values = {
+        "org_id": org_id,
+        "largest_ok": ok_size or 0,
+        "smallest_refused": refused_size,
+    }
+    dialect = session.connection().dialect.name
+    insert: Any = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(values)
+    excluded = insert.excluded
+    current = table.c
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["org_id"],
+            set_={
+                "largest_ok": func.max(current.largest_ok, excluded.largest_ok)
+                if dialect == "sqlite"
+                else func.greatest(current.largest_ok, excluded.largest_ok),
+                "smallest_refused": func.coalesce(
+                    func.min(current.smallest_refused, excluded.smallest_refused)
+                    if dialect == "sqlite"
+                    else func.least(current.smallest_refused, excluded.smallest_refused),
+                    current.smallest_refused,
+                    excluded.smallest_refused,
+                ),
+            },
+        )
+    )
+    # A batch at least as large as a refused one passed: that refusal was not about size.
+    session.execute(
+        update(table)
+        .where(
+            current.org_id == org_id,
+            current.smallest_refused.is_not(None),
+            current.smallest_refused <= current.largest_ok,
+        )
+        .values(smallest_refused=None)
+    )

@@ -154,9 +154,9 @@ def postmaster_pid() -> int:
     try:
         with engine.connect() as conn:
             backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            fields = _stat_fields(backend)  # while the backend lives
     finally:
         engine.dispose()
-    fields = _stat_fields(backend)
     if fields is None:
         raise BenchError("cannot read the PostgreSQL backend's /proc entry")
     return int(fields[1])

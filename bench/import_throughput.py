@@ -33,11 +33,9 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import platform
 import re
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,9 +51,12 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+from bench.common import code_version, free_port, machine, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DOC = ROOT / "docs" / "benchmarks.md"
+
 SECTION = "## Import throughput, CPU and memory"
 
 HOST = "127.0.0.1"
@@ -322,13 +323,6 @@ def start(name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) ->
             start_new_session=True,
         )
     return Proc(name, popen, log)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(probe: Any, what: str, timeout_s: float, watched: Sequence[Proc] = ()) -> Any:
@@ -893,46 +887,15 @@ CALL_S = re.compile(r"""call_s"?[=:]\s*([0-9.]+)""")
 
 
 # ---------------------------------------------------------------------------------- report
-def machine() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
+def machine_with_postgres() -> dict[str, str]:
+    info = machine()
     engine = create_engine(ADMIN_URL)
     try:
         with engine.connect() as conn:
-            pg = str(conn.execute(text("SHOW server_version")).scalar())
+            info["postgres"] = str(conn.execute(text("SHOW server_version")).scalar())
     finally:
         engine.dispose()
-    return {
-        "cpus": str(os.cpu_count()),
-        "cpu": model,
-        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "postgres": pg,
-        "os": f"{platform.system()} {platform.release()}",
-    }
-
-
-def code_version() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-            check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "worker", "bench"], cwd=ROOT,
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
+    return info
 
 
 def verdict(ok: bool) -> str:
@@ -963,7 +926,7 @@ class Results:
 
 
 def section(res: Results) -> str:
-    info = machine()
+    info = machine_with_postgres()
     bound = res.bound
     sdk = res.sdk.devices_per_s
     lines = [
@@ -1165,24 +1128,6 @@ NOTES = (
 )
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replaces our section (up to the next ``## `` heading), or appends it; others stay."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("# Benchmarks\n\n" + body)
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    start_at = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start_at is None:
-        path.write_text("".join(lines).rstrip("\n") + "\n\n" + body)
-        return
-    end = next(
-        (i for i in range(start_at + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-    )
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:start_at]) + body + ("\n" + tail if tail else ""))
-
-
 def print_run(r: JobRun, bound: float, sdk: float) -> None:
     print(
         f"{r.label:>12} {r.pool:10} {r.devices:>9,} devices: end to end {r.e2e_s:6.2f} s "
@@ -1297,7 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print("\n" + text_out)
     else:
-        write_section(DOC, text_out)
+        write_section(DOC, SECTION, text_out)
         print(f"wrote the '{SECTION[3:]}' section of {DOC.relative_to(ROOT)}")
     return 0 if met(res) else 1
 

@@ -19,8 +19,6 @@ import argparse
 import datetime as dt
 import http.client
 import os
-import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from bench.common import code_version, free_port, machine, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -161,11 +161,6 @@ def drive(port: int, batches: list[bytes], concurrency: int, seconds: float) -> 
 
 
 # ------------------------------------------------------------------------------ simulator
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def simulator_command(port: int, state: Path | None, key_path: Path) -> list[str]:
@@ -273,44 +268,6 @@ def warm_up(port: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- report
-def machine() -> dict[str, str]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    return {
-        "cpus": str(os.cpu_count()),
-        "cpu": model,
-        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "os": f"{platform.system()} {platform.release()}",
-    }
-
-
-def code_version() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "worker", "bench"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit} (with uncommitted changes)" if dirty else commit
 
 
 def load_average() -> str:
@@ -363,23 +320,6 @@ def section(results: list[Result], args: argparse.Namespace, command: str, load_
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replaces the section in ``path`` (up to the next ``## `` heading), or appends it."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("# Benchmarks\n\n" + text)
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        existing = "".join(lines).rstrip("\n")
-        path.write_text(existing + "\n\n" + text)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:start]) + text + ("\n" + tail if tail else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.simulator", description=__doc__)
     parser.add_argument("--devices", type=int, default=200_000, help="devices per plain run")
@@ -424,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         print("\n" + text)
     else:
-        write_section(DOC, text)
+        write_section(DOC, SECTION, text)
         print(f"wrote the '{SECTION[3:]}' section of {DOC.relative_to(ROOT)}")
     plain = [r for r in results if not r.variant.require_secret]
     return 0 if all(r.devices_per_s >= TARGET_DEVICES_PER_S for r in plain) else 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Task
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.celery_app import QUEUE, app
 from worker.db.models import JOBS, JobStatus
@@ -28,7 +28,7 @@ log = get_logger(__name__)
 
 # A database that is away (restart, dropped connection) makes a task try again soon; anything
 # else is a bug that the sweeper's retry schedule and the chunk's attempt cap contain.
-_DB_DOWN = (OperationalError, DBAPIError)
+_DB_DOWN = (OperationalError, InterfaceError)
 
 
 def publish_chunks(ids: list[int]) -> None:

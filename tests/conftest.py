@@ -169,7 +169,8 @@ def redis_url() -> str:
     """A Redis database number of the tests' own on the shared server, flushed first."""
     import redis
 
-    url = "redis://127.0.0.1:6379/11"
+    # TEST_REDIS_DB lets several checkouts run their suites side by side on one server.
+    url = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '11')}"
     try:
         client = redis.Redis.from_url(url)
         client.flushdb()

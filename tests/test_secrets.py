@@ -220,7 +220,7 @@ def test_the_explicit_export_decrypts_what_the_database_keeps_sealed(imported: I
     opened: dict[str, str] = {}
     for job_id in imported.jobs:
         done = run_cli(
-            ["results", job_id, "--secrets", "--private-key", str(imported.private_key),
+            ["results", job_id, "--secrets", "-o", "-", "--private-key", str(imported.private_key),
              "--format", "jsonl"],
             imported.env, imported.workdir, CLI_TIMEOUT_S, watched=[imported.sim.proc],
         )  # fmt: skip

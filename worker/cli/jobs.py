@@ -29,6 +29,7 @@ from worker.cli.common import (
     stderr,
     summary_line,
 )
+from worker.cli.output import STDOUT, export_target
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus
 from worker.db.session import Database
 from worker.enos.secret_box import Opener
@@ -203,7 +204,7 @@ def _warn_without_sweeper(db: Database, interval_s: float) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
               show_default=True)  # fmt: skip
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write here instead of stdout.")  # fmt: skip
+              help="Write here instead of stdout; '-' is stdout. --secrets needs it.")  # fmt: skip
 @click.option(
     "--secrets",
     is_flag=True,
@@ -239,12 +240,9 @@ def results(
             columns.append("deviceSecret")
         records = export.rows(session, job_id, list(statuses) or None, opener)
         writer = export.write_csv if fmt == "csv" else export.write_jsonl
-        if output is None:
-            count = writer(sys.stdout, columns, records)
-        else:
-            with output.open("w", encoding="utf-8", newline="") as handle:
-                count = writer(handle, columns, records)
-    if output is not None:
+        with export_target(output, private=secrets) as handle:
+            count = writer(handle, columns, records)
+    if output is not None and output != STDOUT:
         stderr.print(f"{count} rows written to {output}", highlight=False)
 
 

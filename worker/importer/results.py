@@ -22,15 +22,20 @@ from worker.enos.secret_box import Opener
 TAIL = ("line", "status", "assetId", "errorCode", "errorMessage")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _UTC_OFFSET = re.compile(r"[+-]\d{2}:\d{2}")
+# A leading CR or LF is dropped by some spreadsheets on import, exposing what follows it.
+_FORMULA_STARTS = "=@\t\r\n"
 
 
 def formula_guard(cell: str) -> str:
-    """``'`` before a cell that starts like a formula (``=``, ``@``, tab, or ``+``/``-`` that is
-    neither a number nor a UTC offset such as ``-05:00``)."""
+    """``'`` before a cell that starts like a formula (``=``, ``@``, tab, ``\\r``, ``\\n``, or
+    ``+``/``-`` that is neither a number nor a UTC offset such as ``-05:00``).
+
+    Header cells go through it too: a JSON key is a column name, and a spreadsheet runs it alike.
+    """
     if not cell:
         return cell
     first = cell[0]
-    if first in "=@\t":
+    if first in _FORMULA_STARTS:
         return "'" + cell
     if first in "+-" and not (_NUMBER.fullmatch(cell) or _UTC_OFFSET.fullmatch(cell)):
         return "'" + cell
@@ -100,7 +105,7 @@ def rows(
 
 def write_csv(out: TextIO, columns: list[str], records: Iterator[dict[str, Any]]) -> int:
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
+    writer.writerow([formula_guard(name) for name in columns])
     count = 0
     for record in records:
         writer.writerow([formula_guard(str(record.get(name, ""))) for name in columns])

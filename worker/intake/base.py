@@ -10,7 +10,7 @@ from typing import Any
 
 from worker.intake.columns import cells_from_option
 
-FORMATS = ("csv", "jsonl", "json")
+FORMATS = ("csv", "jsonl", "json", "xlsx")
 BOM = b"\xef\xbb\xbf"
 # JSON input is flattened to CSV columns; these lead, as in a CSV file, whichever row has them.
 LEADING_COLUMNS = ("productKey", "deviceKey")

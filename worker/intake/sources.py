@@ -1,11 +1,12 @@
 """Device files read as a stream of rows: memory does not grow with the file.
 
-Three formats: CSV as operators and Excel write it (UTF-8 with or without BOM, CRLF or LF,
+Four formats: CSV as operators and Excel write it (UTF-8 with or without BOM, CRLF or LF,
 comma, semicolon or tab, quoted fields with separators and newlines), JSON Lines (one
 CreateOption a line) and JSON (a batchCreate request body ``{"deviceList": [...]}``, or a bare
-array). A row that cannot be read becomes a row with problems, never the end of the file; a
-problem that ends the file (a bad header, a truncated JSON document) is reported with where it
-happened, and the rows before it stay.
+array), and Excel workbooks (xlsx, the first visible worksheet). A row that cannot be read
+becomes a row with problems, never the end of the file; a problem that ends the file (a bad
+header, a truncated JSON document) is reported with where it happened, and the rows before it
+stay.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from worker.intake.base import (
 )
 from worker.intake.csv_source import CsvSource
 from worker.intake.json_sources import JsonLinesSource, JsonSource
+from worker.intake.xlsx_source import XlsxSource
+
+# An xlsx workbook is a zip file; every zip starts with a local file header.
+ZIP_MAGIC = b"PK\x03\x04"
 
 __all__ = [
     "FORMATS",
@@ -39,6 +44,7 @@ __all__ = [
     "Source",
     "SourceError",
     "SourceRow",
+    "XlsxSource",
     "detect_format",
     "open_source",
 ]
@@ -52,8 +58,13 @@ def detect_format(path: Path) -> str:
         return "jsonl"
     if suffix == ".json":
         return "json"
+    if suffix in (".xlsx", ".xlsm"):
+        return "xlsx"
     with path.open("rb") as handle:
-        head = handle.read(4096).lstrip(BOM).lstrip()
+        head = handle.read(4096)
+    if head.startswith(ZIP_MAGIC):
+        return "xlsx"
+    head = head.lstrip(BOM).lstrip()
     if head.startswith(b"["):
         return "json"
     if head.startswith(b"{"):
@@ -84,6 +95,8 @@ def open_source(path: Path, fmt: str | None = None, limits: IntakeLimits | None 
         return JsonLinesSource(path, limits)
     if fmt == "json":
         return JsonSource(path, limits)
+    if fmt == "xlsx":
+        return XlsxSource(path, limits)
     raise SourceError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import array
 import datetime as dt
-import mmap
+import os
 import posixpath
 import re
 import tempfile
@@ -153,12 +153,14 @@ def _merged_ranges(archive: zipfile.ZipFile, path: str) -> list[tuple[int, int, 
 
 
 class SharedStrings:
-    """Excel's shared string table, kept in a temporary file: offsets in memory, text on disk."""
+    """Excel's shared string table, kept in a temporary file: offsets in memory, text on disk.
+
+    Read with ``pread`` rather than a memory map: mapped pages count as the process's resident
+    memory, which is what the memory ceiling watches."""
 
     def __init__(self) -> None:
         self._offsets = array.array("q", [0])
         self._file: IO[bytes] | None = None
-        self._map: mmap.mmap | None = None
 
     def load(self, archive: zipfile.ZipFile, part: str) -> None:
         self._file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the table
@@ -170,8 +172,6 @@ class SharedStrings:
                 position += len(data)
                 self._offsets.append(position)
         self._file.flush()
-        if position:
-            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -179,13 +179,12 @@ class SharedStrings:
     def __getitem__(self, index: int) -> str:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        if self._map is None:
+        start, end = self._offsets[index], self._offsets[index + 1]
+        if self._file is None or start == end:
             return ""
-        return self._map[self._offsets[index] : self._offsets[index + 1]].decode("utf-8")
+        return os.pread(self._file.fileno(), end - start, start).decode("utf-8")
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
         if self._file is not None:
             self._file.close()
 

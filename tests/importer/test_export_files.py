@@ -117,3 +117,30 @@ def test_the_secrets_file_refuses_a_symlink_left_in_its_place(
                   str(target))  # fmt: skip
     assert done.exit_code == 1
     assert elsewhere.read_text() == "keep me"
+
+
+def test_a_row_without_its_secret_says_why_in_a_column_of_its_own(
+    job: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    url, job_id, key = job
+    other_key = generate_private_key_pem()  # another account's key sealed this one
+    sealed, session_key = Sealer(public_key_pem(other_key)).seal("not-ours")
+    database = Database(url)
+    with database.begin() as session:
+        session.execute(
+            update(ITEMS)
+            .where(ITEMS.c.job_id == job_id)
+            .values(status="adopted", device_secret=sealed, session_key=session_key)
+        )
+    done = invoke(url, "results", job_id, "--secrets", "--private-key", str(key), "-o", "-")
+    assert done.exit_code == 0, done.output
+    row = next(csv.DictReader(io.StringIO(done.stdout, newline="")))
+    assert (row["deviceSecret"], row["secretError"]) == ("", results.NOT_OURS)
+    assert sealed not in done.stdout
+
+    with database.begin() as session:
+        session.execute(update(ITEMS).where(ITEMS.c.job_id == job_id).values(device_secret=None))
+    database.dispose()
+    done = invoke(url, "results", job_id, "--secrets", "--private-key", str(key), "-o", "-")
+    row = next(csv.DictReader(io.StringIO(done.stdout, newline="")))
+    assert (row["deviceSecret"], row["secretError"]) == ("", results.NO_SECRET)

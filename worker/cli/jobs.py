@@ -237,7 +237,7 @@ def results(
     with db.read() as session:
         columns = [*export.export_columns(session, job_id), *export.TAIL]
         if opener is not None:
-            columns.append("deviceSecret")
+            columns.extend(export.SECRET_COLUMNS)
         records = export.rows(session, job_id, list(statuses) or None, opener)
         writer = export.write_csv if fmt == "csv" else export.write_jsonl
         with export_target(output, private=secrets) as handle:

@@ -122,10 +122,14 @@ class EnosClient:
         product_key: str | None = None,
         device_key: str | None = None,
         asset_id: str | None = None,
+        require_secret: bool = False,
     ) -> Device | None:
-        """The device, or ``None`` when EnOS says it does not exist."""
+        """The device, or ``None`` when EnOS says it does not exist. With ``require_secret``,
+        EnOS adds its ``deviceSecret`` and ``sessionKey``, sealed for the account's RSA key."""
         params = {"action": "get", "orgId": org_id}
         params.update(_device_ref(product_key, device_key, asset_id))
+        if require_secret:
+            params["requireSecret"] = "true"
         try:
             answer = self._call("GET", DEVICES_PATH, params, None)
         except errors.PermanentError as exc:

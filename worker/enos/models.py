@@ -131,6 +131,15 @@ class Device:
         value = self.device_name.get("defaultValue")
         return value if isinstance(value, str) else None
 
+    @property
+    def sealed_secret(self) -> tuple[str, str] | None:
+        """``(deviceSecret, sessionKey)`` as Get Device returns them with ``requireSecret``
+        (ciphertext), or ``None`` when the answer carries no secret."""
+        secret, session_key = self.raw.get("deviceSecret"), self.raw.get("sessionKey")
+        if isinstance(secret, str) and secret and isinstance(session_key, str) and session_key:
+            return secret, session_key
+        return None
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Device:
         name = data.get("deviceName")

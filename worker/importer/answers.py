@@ -54,7 +54,14 @@ class Answers:
     last_error: str | None = None
     created: int = 0
 
-    def reconcile(self, client: EnosClient, org_id: str, items: list[PendingItem]) -> None:
+    def reconcile(
+        self,
+        client: EnosClient,
+        org_id: str,
+        items: list[PendingItem],
+        *,
+        require_secret: bool = False,
+    ) -> None:
         """Before sending again after a lost answer: rows whose device exists are settled."""
         keyed = [item for item in items if item.device_key]
         found = client.find_devices(org_id, [item.device_key or "" for item in keyed])
@@ -62,6 +69,8 @@ class Answers:
             device = found.get(item.device_key or "")
             if device is not None:
                 self.outcomes[item.id] = settle_existing(item, device)
+        if require_secret:
+            self._fetch_secrets(client, org_id, keyed)
         for item in items:
             if item.key_source == KeySource.PLATFORM:
                 self.outcomes[item.id] = Outcome(ItemStatus.REVIEW, error_message=NO_KEY_MESSAGE)
@@ -99,7 +108,14 @@ class Answers:
                 )
         return exists
 
-    def resolve_existing(self, client: EnosClient, org_id: str, items: list[PendingItem]) -> None:
+    def resolve_existing(
+        self,
+        client: EnosClient,
+        org_id: str,
+        items: list[PendingItem],
+        *,
+        require_secret: bool = False,
+    ) -> None:
         """11702: the deviceKey is taken; adopt the device if it is the one the row describes."""
         found = client.find_devices(org_id, [item.device_key or "" for item in items])
         for item in items:
@@ -109,6 +125,27 @@ class Answers:
                 self.last_error = f"{DEVICE_KEY_EXISTED}: deviceKey {item.device_key} not found yet"
                 continue
             self.outcomes[item.id] = settle_existing(item, device)
+        if require_secret:
+            self._fetch_secrets(client, org_id, items)
+
+    def _fetch_secrets(self, client: EnosClient, org_id: str, items: list[PendingItem]) -> None:
+        """An adopted row's secret: EnOS returned it only in the answer that was lost (or went
+        to an earlier import), so it is asked for again with Get Device and ``requireSecret``.
+
+        Search Device returns no secrets, hence one Get Device per adopted row. A device gone
+        between the search and the get is unsettled again, so the row is simply sent again."""
+        for item in items:
+            outcome = self.outcomes.get(item.id)
+            if outcome is None or outcome.status != ItemStatus.ADOPTED:
+                continue
+            device = client.get_device(org_id, asset_id=outcome.asset_id, require_secret=True)
+            if device is None:
+                del self.outcomes[item.id]
+                self.last_error = f"deviceKey {item.device_key} vanished while it was adopted"
+                continue
+            sealed = device.sealed_secret
+            if sealed is not None:
+                outcome.device_secret, outcome.session_key = sealed
 
     def fail_single(self, item: PendingItem, message: str) -> None:
         self.sent.add(item.id)

@@ -13,13 +13,21 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 import orjson
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.db.models import ITEMS, JOBS
+from worker.db.models import ITEMS, JOBS, ItemStatus
 from worker.enos.secret_box import Opener
 
 TAIL = ("line", "status", "assetId", "errorCode", "errorMessage")
+SECRET_COLUMNS = ("deviceSecret", "secretError")
+SECRET_STATUSES = frozenset({ItemStatus.CREATED, ItemStatus.ADOPTED})
+NO_SECRET = "EnOS returned no secret for this device (a job without --require-secret gets none)"
+NOT_OURS = (
+    "the secret cannot be opened with this private key: EnOS sealed it for another account's "
+    "key (the device belongs to another service account), or returned an error in its place"
+)
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _UTC_OFFSET = re.compile(r"[+-]\d{2}:\d{2}")
 # A leading CR or LF is dropped by some spreadsheets on import, exposing what follows it.
@@ -99,8 +107,27 @@ def rows(
             errorMessage=message or "",
         )
         if opener is not None:
-            row["deviceSecret"] = opener.open(secret, session_key) if secret and session_key else ""
+            row["deviceSecret"], row["secretError"] = open_secret(
+                opener, status, secret, session_key
+            )
         yield row
+
+
+def open_secret(
+    opener: Opener, status: str, secret: str | None, session_key: str | None
+) -> tuple[str, str]:
+    """``(deviceSecret, secretError)`` of one row: the secret in clear, or why there is none.
+
+    Only rows with a device on EnOS (created, adopted) have a secret to miss. The reason never
+    quotes the ciphertext."""
+    if status not in SECRET_STATUSES:
+        return "", ""
+    if not (secret and session_key):
+        return "", NO_SECRET
+    try:
+        return opener.open(secret, session_key), ""
+    except (ValueError, TypeError, InvalidTag):
+        return "", NOT_OURS
 
 
 def write_csv(out: TextIO, columns: list[str], records: Iterator[dict[str, Any]]) -> int:

@@ -131,8 +131,9 @@ def _attempt(
     answers = plan.answers
     todo = items
     try:
+        require_secret = bool(options.get("require_secret"))
         if claim.needs_reconcile:
-            answers.reconcile(ctx.client, org_id, todo)
+            answers.reconcile(ctx.client, org_id, todo, require_secret=require_secret)
             todo = [item for item in todo if item.id not in answers.outcomes]
         # A refusal only teaches a size limit when a smaller batch has passed: one bad device
         # can make EnOS refuse a whole batch too, and must not cap the org's calls for good.
@@ -147,7 +148,7 @@ def _attempt(
             result = ctx.client.batch_create(
                 org_id,
                 [orjson.Fragment(item.payload) for item in todo],  # type: ignore[misc]
-                require_secret=bool(options.get("require_secret")),
+                require_secret=require_secret,
             )
             plan.call_s = time.perf_counter() - called
         ctx.budget.succeeded()
@@ -156,7 +157,7 @@ def _attempt(
             # Only news is written: the org's row would otherwise be rewritten by every chunk.
             plan.ok_size = len(todo)
         if exists:
-            answers.resolve_existing(ctx.client, org_id, exists)
+            answers.resolve_existing(ctx.client, org_id, exists, require_secret=require_secret)
     except errors.RateLimitedError as exc:
         ctx.budget.throttled(exc.retry_after)
         plan.error = str(exc)

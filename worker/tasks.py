@@ -22,6 +22,7 @@ from worker.importer.submit import create, job_options, run_intake
 from worker.importer.sweeper import sweep
 from worker.intake.sources import InlineSource, SourceError, open_source
 from worker.logs import get_logger
+from worker.rollback.delete import delete_chunk, rollback_chunk
 from worker.runtime import send_context
 
 log = get_logger(__name__)
@@ -124,7 +125,12 @@ def _intake_open(job_id: str) -> bool:
     max_retries=None,
 )
 def send_chunk_task(chunk_id: int) -> None:
-    publish_chunks(send_chunk(send_context(), chunk_id).publish)
+    ctx = send_context()
+    # One task for every chunk (the sweeper publishes them alike); a rollback job's deletes.
+    if rollback_chunk(ctx.db, chunk_id):
+        publish_chunks(delete_chunk(ctx, chunk_id).publish)
+        return
+    publish_chunks(send_chunk(ctx, chunk_id).publish)
 
 
 @app.task(name="enos_import.sweep", autoretry_for=_DB_DOWN, max_retries=3)

@@ -18,6 +18,7 @@ COMMANDS = {
     "results": "worker.cli.jobs:results",
     "retry": "worker.cli.jobs:retry",
     "cancel": "worker.cli.jobs:cancel",
+    "rollback": "worker.cli.rollback:rollback_command",
     "run": "worker.cli.run:run",
     "simulator": "worker.cli.simulator:simulator",
     "db": "worker.cli.db:db",

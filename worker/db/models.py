@@ -69,9 +69,16 @@ class ItemStatus(enum.StrEnum):
     FAILED = "failed"
     REVIEW = "review"
     CANCELLED = "cancelled"
+    # A created row whose device a rollback job deleted (or found already gone).
+    ROLLED_BACK = "rolled_back"
+    # The rows of a rollback job: one per device to delete.
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
 
 
-SUCCESS_STATES = frozenset({ItemStatus.CREATED, ItemStatus.ADOPTED})
+SUCCESS_STATES = frozenset(
+    {ItemStatus.CREATED, ItemStatus.ADOPTED, ItemStatus.DELETED, ItemStatus.NOT_FOUND}
+)
 
 
 class ChunkStatus(enum.StrEnum):

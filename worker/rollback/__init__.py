@@ -1,0 +1,1 @@
+"""Rollback: a job of its own that deletes, through Delete Device, what an import created."""

@@ -2,15 +2,15 @@
 outcome with the chunk's new state in one transaction that commits only if the fencing token is
 still ours (the same claim, lease and fencing as :mod:`worker.importer.send`).
 
-Each device is looked up by assetId first and deleted only if it is still the device the import
-created (same productKey and deviceKey). Delete Device has no batch form; every call, the look-up
-included, takes a slot of the shared rate budget like a batchCreate. A chunk whose worker died is
+The chunk's devices are looked up first (one Search Device by deviceKey) and each is deleted only
+if it is still the device the import created (same assetId, deviceKey and productKey). Delete
+Device has no batch form; every call, the search included, takes a slot of the shared rate budget
+like a batchCreate. A chunk whose worker died is
 claimed again and done again: devices already deleted are then ``not_found``, which is fine.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -22,6 +22,7 @@ from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
 from worker.db.session import Database
 from worker.enos import errors
+from worker.enos.models import Device
 from worker.importer import chunks, jobs
 from worker.importer.backoff import retry_delay
 from worker.importer.chunks import Claim, PendingItem
@@ -92,44 +93,54 @@ def delete_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
 def _delete_all(
     ctx: SendContext, claim: Claim, org_id: str, items: list[PendingItem], attempt: _Attempt
 ) -> None:
+    """One search for the chunk's devices, then one Delete Device per device still ours. A
+    transient failure leaves its device for the next attempt and the others go on; throttling
+    stops the chunk, so that every worker backs off together."""
     try:
+        with ctx.budget.slot():
+            found = ctx.client.find_devices(org_id, [item.device_key or "" for item in items])
         for item in items:
             attempt.called.add(item.id)
             try:
-                attempt.results[item.id] = _delete_one(ctx, org_id, item)
+                attempt.results[item.id] = _delete_one(ctx, org_id, item, found)
             except errors.PermanentError as exc:
                 attempt.results[item.id] = _Result(ItemStatus.FAILED, str(exc), exc.code)
+            except errors.RateLimitedError:
+                raise
+            except (errors.TransientError, errors.AmbiguousError) as exc:
+                # A delete whose answer was lost is settled by the next attempt's search.
+                attempt.error = str(exc)
+                attempt.delay = retry_delay(ctx.settings, claim.attempts, None)
     except errors.RateLimitedError as exc:
         ctx.budget.throttled(exc.retry_after)
         attempt.error = str(exc)
         attempt.delay = retry_delay(ctx.settings, claim.attempts, exc.retry_after)
     except (errors.TransientError, errors.AmbiguousError) as exc:
-        # A delete whose answer was lost is settled by the next attempt's look-up.
         attempt.error = str(exc)
         attempt.delay = retry_delay(ctx.settings, claim.attempts, None)
     except errors.EnosError as exc:  # authentication, configuration: nothing will pass
         attempt.error = attempt.job_error = f"EnOS refused the rollback: {exc}"
 
 
-def _delete_one(ctx: SendContext, org_id: str, item: PendingItem) -> _Result:
+def _delete_one(
+    ctx: SendContext, org_id: str, item: PendingItem, found: dict[str, Device]
+) -> _Result:
     asset_id = _asset_id(item)
-    with ctx.budget.slot():
-        device = ctx.client.get_device(org_id, asset_id=asset_id)
-    if device is None:
+    device = found.get(item.device_key or "")
+    if device is None or device.asset_id != asset_id:
+        # Gone, or its deviceKey now names another device, which is not this job's to delete.
         return _Result(ItemStatus.NOT_FOUND, f"assetId {asset_id} was already gone")
-    if device.product_key != item.product_key or device.device_key != item.device_key:
+    if device.product_key != item.product_key:
         return _Result(
             ItemStatus.FAILED,
-            f"not deleted: assetId {asset_id} is now productKey {device.product_key}, deviceKey "
-            f"{device.device_key}, not the device this job created",
+            f"not deleted: assetId {asset_id} is now of productKey {device.product_key}, not "
+            f"{item.product_key} as this job created it",
         )
-    started = time.perf_counter()
     with ctx.budget.slot():
         existed = ctx.client.delete_device(org_id, asset_id=asset_id)
     ctx.budget.succeeded()
     if not existed:
         return _Result(ItemStatus.NOT_FOUND, f"assetId {asset_id} was already gone")
-    log.debug("rollback.deleted", asset_id=asset_id, call_s=round(time.perf_counter() - started, 3))
     return _Result(ItemStatus.DELETED)
 
 

@@ -125,32 +125,42 @@ class ConnectApi:
         delay = faults.delay_s(len(devices))
         if delay:
             await asyncio.sleep(delay)
-        fault = faults.draw_call_fault()
-        if fault is not None:
-            self.stats.faults[fault] += 1
-        if fault == "http500":
-            return gateway_error(500, "An unexpected error occurred")
-        if fault == "http503":
-            return html_error(503, "Service Unavailable")
-        if fault == "http429":
-            retry_after = f"{faults.retry_after_s:g}"
-            return gateway_error(429, "API rate limit exceeded", {"Retry-After": retry_after})
-        if fault == "reset_before_commit":
-            return ResetResponse()
+        fault = self._draw_fault()
+        refused = self._before_commit(fault)
+        if refused is not None:
+            return refused
 
         results, created = self._create_all(version, org, devices, sealer)
         self.store.commit_devices(created)
 
-        if fault == "timeout_after_commit":
-            return HoldResponse()
-        if fault == "reset_after_commit":
-            return ResetResponse()
+        lost = _after_commit(fault)
+        if lost is not None:
+            return lost
         ok = len(created)
         if ok < len(devices) and self.config.item_errors == "minus1":
             # The other item form EnOS documents; applied here, so Create Device keeps its code.
             results = [r if r["code"] == 0 else _minus1(r) for r in results]
         code, msg = (0, "OK") if ok == len(devices) else (self._mixed())
         return envelope(code, msg, results, successSize=ok, totalSize=len(devices))
+
+    def _draw_fault(self) -> str | None:
+        fault = self.faults.draw_call_fault()
+        if fault is not None:
+            self.stats.faults[fault] += 1
+        return fault
+
+    def _before_commit(self, fault: str | None) -> Response | None:
+        """The answer of a call-level fault that happens before anything is done."""
+        if fault == "http500":
+            return gateway_error(500, "An unexpected error occurred")
+        if fault == "http503":
+            return html_error(503, "Service Unavailable")
+        if fault == "http429":
+            retry_after = f"{self.faults.retry_after_s:g}"
+            return gateway_error(429, "API rate limit exceeded", {"Retry-After": retry_after})
+        if fault == "reset_before_commit":
+            return ResetResponse()
+        return None
 
     def _mixed(self) -> tuple[int, str]:
         if self.config.mixed_code == 0:
@@ -326,8 +336,24 @@ class ConnectApi:
         )
 
     def _delete(self, org: Org, params: dict[str, str]) -> Response:
+        # Delete Device draws the same call-level faults as batchCreate (a rollback is tested
+        # under them), and like it can lose its answer after the device is gone.
+        fault = self._draw_fault()
+        refused = self._before_commit(fault)
+        if refused is not None:
+            return refused
         self.store.delete_device(self._find(org, params))
-        return envelope(0, "OK", None)
+        lost = _after_commit(fault)
+        return lost if lost is not None else envelope(0, "OK", None)
+
+
+def _after_commit(fault: str | None) -> Response | None:
+    """The answer of a call-level fault that loses the answer after the work was done."""
+    if fault == "timeout_after_commit":
+        return HoldResponse()
+    if fault == "reset_after_commit":
+        return ResetResponse()
+    return None
 
 
 def _minus1(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Fault injection for batchCreate calls: latency, gateway errors, throttling, lost answers.
+"""Fault injection for batchCreate and Delete Device calls: latency (batchCreate), gateway
+errors, throttling, lost answers.
 
 A profile is written as ``key=value`` pairs (``latency_ms=50,http503=0.02,seed=7``) or the same keys
 as JSON. Each batchCreate call draws at most one call-level fault, in the order of

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from openpyxl import load_workbook
 from sqlalchemy import update
 
 from worker.cli import cli
@@ -144,3 +145,38 @@ def test_a_row_without_its_secret_says_why_in_a_column_of_its_own(
     done = invoke(url, "results", job_id, "--secrets", "--private-key", str(key), "-o", "-")
     row = next(csv.DictReader(io.StringIO(done.stdout, newline="")))
     assert (row["deviceSecret"], row["secretError"]) == ("", results.NO_SECRET)
+
+
+def test_the_xlsx_export_holds_text_cells_guarded_like_the_csv(
+    job: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    url, job_id, key = job
+    database = Database(url)
+    with database.begin() as session:
+        session.execute(
+            update(ITEMS)
+            .where(ITEMS.c.job_id == job_id)
+            .values(
+                cells={"productKey": "pk-meter", "deviceName": '=HYPERLINK("x")'},
+                error_message="\n=1+1",
+            )
+        )
+    database.dispose()
+    target = tmp_path / "results.xlsx"
+    done = invoke(url, "results", job_id, "--format", "xlsx", "-o", str(target))
+    assert done.exit_code == 0, done.output
+    sheet = load_workbook(target).active
+    assert sheet is not None
+    header, row = ([c.value for c in r] for r in sheet.iter_rows(max_row=2))
+    assert header[:3] == ["productKey", "deviceKey", "deviceName"]
+    record = dict(zip(header, row, strict=True))
+    assert record["deviceName"] == '\'=HYPERLINK("x")'
+    assert record["errorMessage"] == "'\n=1+1"
+    assert record["line"] == "1"  # text, as the CSV has it
+    assert all(c.data_type == "s" for r in sheet.iter_rows() for c in r if c.value is not None)
+
+    secrets = tmp_path / "secrets.xlsx"
+    done = invoke(url, "results", job_id, "--format", "xlsx", "--secrets", "--private-key",
+                  str(key), "-o", str(secrets))  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600

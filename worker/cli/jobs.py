@@ -39,6 +39,11 @@ from worker.importer.submit import create, job_options, run_intake
 from worker.importer.sweeper import seconds_since_beat
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+WRITERS: dict[str, Callable[..., int]] = {
+    "csv": export.write_csv,
+    "jsonl": export.write_jsonl,
+    "xlsx": export.write_xlsx,
+}
 
 
 @click.command()
@@ -201,7 +206,7 @@ def _warn_without_sweeper(db: Database, interval_s: float) -> None:
     "--status", "statuses", multiple=True, type=click.Choice([s.value for s in ItemStatus]),
     help="Only rows in this state (repeatable).",
 )  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "xlsx"]), default="csv",
               show_default=True)  # fmt: skip
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here instead of stdout; '-' is stdout. --secrets needs it.")  # fmt: skip
@@ -239,8 +244,8 @@ def results(
         if opener is not None:
             columns.extend(export.SECRET_COLUMNS)
         records = export.rows(session, job_id, list(statuses) or None, opener)
-        writer = export.write_csv if fmt == "csv" else export.write_jsonl
-        with export_target(output, private=secrets) as handle:
+        writer = WRITERS[fmt]
+        with export_target(output, private=secrets, binary=fmt == "xlsx") as handle:
             count = writer(handle, columns, records)
     if output is not None and output != STDOUT:
         stderr.print(f"{count} rows written to {output}", highlight=False)

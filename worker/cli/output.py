@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import IO, Any
 
 import click
 
@@ -16,7 +16,7 @@ STDOUT = Path("-")
 PRIVATE_MODE = 0o600
 
 
-def open_private(path: Path) -> TextIO:
+def open_private(path: Path, binary: bool = False) -> IO[Any]:
     """Create ``path`` for writing with mode 0600, refusing one that exists (``O_EXCL``), so a
     secrets export never replaces a file or writes through a symlink someone left there."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -28,19 +28,29 @@ def open_private(path: Path) -> TextIO:
         raise click.ClickException(f"cannot create {path}: {exc.strerror}") from exc
     # The umask can only take bits away; fchmod makes the mode exact whatever it is.
     os.fchmod(fd, PRIVATE_MODE)
+    if binary:
+        return open(fd, "wb")
     return open(fd, "w", encoding="utf-8", newline="")
 
 
 @contextlib.contextmanager
-def export_target(output: Path | None, *, private: bool) -> Iterator[TextIO]:
-    """The stream an export writes to. A private export needs ``-o FILE`` or ``-o -``."""
+def export_target(output: Path | None, *, private: bool, binary: bool = False) -> Iterator[IO[Any]]:
+    """The stream an export writes to. A private export needs ``-o FILE`` or ``-o -``; a binary
+    one (xlsx) is not written to a terminal."""
     if output is None and private:
         raise click.UsageError(
             "--secrets writes only to a file named with -o FILE (or to stdout with -o -)"
         )
     if output is None or output == STDOUT:
-        yield sys.stdout
+        if binary and sys.stdout.isatty():
+            raise click.UsageError("an xlsx file is not for a terminal: use -o FILE")
+        yield sys.stdout.buffer if binary else sys.stdout
         return
-    handle = open_private(output) if private else output.open("w", encoding="utf-8", newline="")
+    if private:
+        handle = open_private(output, binary)
+    elif binary:
+        handle = output.open("wb")
+    else:
+        handle = output.open("w", encoding="utf-8", newline="")
     with handle:
         yield handle

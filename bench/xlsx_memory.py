@@ -53,10 +53,11 @@ PARTS = {
 
 def write(path: Path, rows: int) -> None:
     strings: list[str] = []
+    flushed = [0]  # strings already moved to strings_out
 
     def shared(text: str) -> str:
         strings.append(text)
-        return f'<c t="s"><v>{len(strings) - 1}</v></c>'
+        return f'<c t="s"><v>{flushed[0] + len(strings) - 1}</v></c>'
 
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for name, body in PARTS.items():
@@ -77,6 +78,7 @@ def write(path: Path, rows: int) -> None:
                 sheet.write(f'<row r="{n + 1}">{cells}</row>'.encode())
                 if len(strings) > 600_000:  # keep the generator itself small
                     strings_out.extend(strings)
+                    flushed[0] += len(strings)
                     strings.clear()
             sheet.write(b"</sheetData></worksheet>")
         strings_out.extend(strings)

@@ -177,3 +177,32 @@ def test_a_broken_workbook_is_refused_clearly(tmp_path: Path, content: bytes) ->
     rows, source = read(path)
     assert rows == []
     assert "xlsx" in str(source.error) or "workbook" in str(source.error)  # type: ignore[attr-defined]
+
+
+def test_entity_expansion_in_a_part_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "plain.xlsx"
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(HEADER)
+    sheet.append(["pk-meter", "meter-0001", "Meter 1", "UTC"])
+    book.save(source)
+    # "Billion laughs": eleven levels of ten references each, 10^11 copies of "lol".
+    laughs = ['<!ENTITY a0 "lol">'] + [
+        f'<!ENTITY a{n} "{f"&a{n - 1};" * 10}">' for n in range(1, 12)
+    ]
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE sst [' + "".join(laughs) + "]>"
+        '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        "<si><t>&a11;</t></si></sst>"
+    ).encode()
+    path = tmp_path / "laughs.xlsx"
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(path, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, zin.read(item.filename))
+        zout.writestr("xl/sharedStrings.xml", bomb)
+    started = time.monotonic()
+    rows, source_ = read(path)
+    assert time.monotonic() - started < 5.0
+    assert rows == []
+    assert "the workbook cannot be read" in str(source_.error)  # type: ignore[attr-defined]

@@ -15,13 +15,20 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from defusedxml.ElementTree import iterparse
 from openpyxl.utils.cell import column_index_from_string, coordinate_from_string, range_boundaries
 from openpyxl.utils.datetime import from_excel
 
 from worker.intake.base import SourceError, SourceRow, _FileSource
 from worker.intake.columns import Column, HeaderError, option_from_cells, parse_header
-from worker.intake.xlsx_book import MAIN_NS, Book, XlsxError, check_archive, item_text, open_book
+from worker.intake.xlsx_book import (
+    MAIN_NS,
+    Book,
+    XlsxError,
+    check_archive,
+    item_text,
+    iterparse,
+    open_book,
+)
 
 _ROW = f"{MAIN_NS}row"
 _CELL = f"{MAIN_NS}c"

@@ -37,6 +37,8 @@ from worker.importer import chunks, jobs
 from worker.importer import results as export
 from worker.importer.submit import create, job_options, run_intake
 from worker.importer.sweeper import seconds_since_beat
+from worker.rollback.plan import CHUNK_SIZE as ROLLBACK_CHUNK
+from worker.rollback.plan import SOURCE_PREFIX as ROLLBACK_SOURCE
 
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 WRITERS: dict[str, Callable[..., int]] = {
@@ -257,9 +259,11 @@ def retry(job_id: str) -> None:
     """Send again the rows that failed for a retryable reason or were never sent."""
     settings = settings_from()
     db = open_database(settings)
-    require_job(db, job_id)
+    view = require_job(db, job_id)
+    # A rollback's chunks are Delete Device calls one by one: they keep their own, smaller size.
+    size = ROLLBACK_CHUNK if view.source.startswith(ROLLBACK_SOURCE) else settings.batch_size
     with db.begin() as session:
-        count = jobs.retry_job(session, job_id, settings.batch_size)
+        count = jobs.retry_job(session, job_id, size)
         ids = (
             chunks.publish_due(session, job_id, settings.publish_window, settings.republish_after_s)
             if count

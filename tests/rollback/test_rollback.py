@@ -15,6 +15,7 @@ from tests.importer.support import device, drive, fast_settings, job_status, row
 from worker.db.models import CHUNKS, FINAL_JOB_STATES, ITEMS, JOBS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
+from worker.importer import chunks, jobs
 from worker.importer.budget import LocalBudget
 from worker.importer.send import SendContext
 from worker.importer.sweeper import sweep
@@ -143,3 +144,24 @@ def test_a_device_another_job_adopted_is_kept(ctx: SendContext, sim_store: Store
     statuses = {r["device_key"]: r["status"] for r in rows(ctx.db, rollback_id).values()}
     assert statuses == {"own-1": "deleted", "shared-1": "failed"}
     assert keys(sim_store) == {"shared-1"}
+
+
+def test_a_rollback_row_that_failed_is_deleted_by_retry(ctx: SendContext, sim_store: Store) -> None:
+    started = start_job(ctx.db, ctx.settings, [device(f"again-{n}") for n in range(5)])
+    assert drive(ctx, started) == "completed"
+    moved = next(d for d in sim_store.assets.values() if d.device_key == "again-2")
+    moved.product_key = "pk-inverter"
+    rollback_id = run_rollback(ctx, started.job_id)
+    assert job_status(ctx.db, rollback_id) == "completed_with_errors"
+    assert keys(sim_store) == {"again-2"}
+
+    moved.product_key = "pk-meter"  # put back as it was: the rollback may go on
+    with ctx.db.begin() as session:
+        assert jobs.retry_job(session, rollback_id, rollback.CHUNK_SIZE) == 1
+        queue = chunks.publish_due(session, rollback_id, 4, 0.2)
+    while queue:
+        queue.extend(delete_chunk(ctx, queue.pop(0)).publish)
+    assert job_status(ctx.db, rollback_id) == "completed"
+    assert keys(sim_store) == set()
+    original = {r["device_key"]: r["status"] for r in rows(ctx.db, started.job_id).values()}
+    assert set(original.values()) == {"rolled_back"}

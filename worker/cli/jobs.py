@@ -147,6 +147,10 @@ def _job_table(view: JobView) -> Table:
     table.add_row("created", str(view.created_at or "-"))
     table.add_row("started", str(view.started_at or "-"))
     table.add_row("finished", str(view.finished_at or "-"))
+    if view.open_chunks:
+        table.add_row("open chunks", view.open_chunks)
+        if view.status not in FINAL_JOB_STATES and not view.counts.get(ItemStatus.PENDING):
+            table.add_row("note", "every row is final; the job ends once these chunks close")
     if view.last_error:
         table.add_row("error", view.last_error)
     return table

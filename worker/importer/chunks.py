@@ -27,6 +27,7 @@ class Claim:
     needs_reconcile: bool
     first_attempt_at: float
     now: float
+    last_error: str | None = None
 
 
 @dataclass(slots=True)  # not frozen: 1,000 are made per chunk, and frozen ones cost twice as much
@@ -73,12 +74,13 @@ def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim 
             CHUNKS.c.needs_reconcile,
             CHUNKS.c.first_attempt_at,
             now,
+            CHUNKS.c.last_error,
         )
     )
     row = session.connection().execute(statement).first()
     if row is None:
         return None
-    return Claim(chunk_id, row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+    return Claim(chunk_id, row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
 
 
 # PostgreSQL: the chunk's rows by (job_id, chunk_seq) alone, the pending ones kept here. With
@@ -121,6 +123,20 @@ def pending_items(session: Session, job_id: str, seq: int) -> list[PendingItem]:
     )
     # One fetch of the whole chunk: iterating the result fetches row by row.
     return [PendingItem(*row) for row in rows.all()]
+
+
+def release(session: Session, claim: Claim, maybe_sent: bool, delay_s: float) -> bool:
+    """Gives the chunk back when this attempt cannot finish (its commit failed): due again after
+    ``delay_s``, looking its rows up first when they may have reached EnOS."""
+    values: dict[str, object] = {
+        "status": ChunkStatus.PENDING,
+        "lease_expires_at": None,
+        "published_at": None,
+        "next_attempt_at": db_epoch() + delay_s,
+    }
+    if maybe_sent:
+        values["needs_reconcile"] = True
+    return fenced(session, claim, **values)
 
 
 def fenced(session: Session, claim: Claim, **values: object) -> bool:
@@ -211,6 +227,10 @@ def open_chunks(session: Session, job_id: str) -> int:
 
 
 def next_seq(session: Session, job_id: str) -> int:
+    """The job's next free chunk seq. The job's row is locked to the end of the transaction, so
+    that two chunks split at the same moment never take the same seq (SQLite's writers take
+    turns and need no lock)."""
+    session.connection().execute(select(JOBS.c.id).where(JOBS.c.id == job_id).with_for_update())
     top = (
         session.connection()
         .execute(select(func.max(CHUNKS.c.seq)).where(CHUNKS.c.job_id == job_id))

@@ -1,4 +1,5 @@
-"""The database's clock, as epoch seconds, on PostgreSQL and SQLite alike.
+"""The database's clock, as epoch seconds, and the scalar functions whose names differ, on
+PostgreSQL and SQLite alike.
 
 Leases and retry times are compared with this clock only, never with a worker's own.
 """
@@ -34,3 +35,33 @@ def _sqlite_epoch(element: db_epoch, compiler: Any, **kw: Any) -> str:
 @compiles(db_epoch)
 def _default_epoch(element: db_epoch, compiler: Any, **kw: Any) -> str:
     raise NotImplementedError(f"no database clock for {compiler.dialect.name}")
+
+
+class greatest(FunctionElement[Any]):
+    """The larger of two values (``greatest`` on PostgreSQL, two-argument ``max`` on SQLite)."""
+
+    inherit_cache = True
+    name = "greatest"
+
+
+class least(FunctionElement[Any]):
+    """The smaller of two values (``least`` on PostgreSQL, two-argument ``min`` on SQLite)."""
+
+    inherit_cache = True
+    name = "least"
+
+
+@compiles(greatest)
+@compiles(least)
+def _pg_extreme(element: FunctionElement[Any], compiler: Any, **kw: Any) -> str:
+    return f"{element.name}({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(greatest, "sqlite")
+def _sqlite_greatest(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(least, "sqlite")
+def _sqlite_least(element: least, compiler: Any, **kw: Any) -> str:
+    return f"min({compiler.process(element.clauses, **kw)})"

@@ -61,10 +61,6 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pid = os.getpid()
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
     @contextmanager
     def begin(self) -> Iterator[Session]:
         self._after_fork()

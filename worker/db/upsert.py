@@ -6,6 +6,7 @@ unless it exists" live here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Table
@@ -25,3 +26,20 @@ def insert_ignore(
     statement = module.insert(table).values(values).on_conflict_do_nothing()
     primary = next(iter(table.primary_key.columns))
     return session.connection().execute(statement.returning(primary)).first() is not None
+
+
+def upsert(
+    session: Session,
+    table: Table,
+    values: dict[str, Any],
+    key: list[str],
+    update: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Inserts ``values``, or updates the row with the same ``key`` columns; ``update`` gets the
+    proposed row (``excluded``) and returns the columns to set."""
+    dialect = session.connection().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table).values(values)
+    session.execute(
+        statement.on_conflict_do_update(index_elements=key, set_=update(statement.excluded))
+    )

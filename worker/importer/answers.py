@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from worker.db.models import ItemStatus, KeySource
+from worker.enos.answers import no_public_key_message
 from worker.enos.client import EnosClient
 from worker.enos.models import (
     DEVICE_KEY_EXISTED,
@@ -186,11 +187,3 @@ def settle_existing(item: PendingItem, device: Device) -> Outcome:
 def _default_name(payload: str) -> Any:
     option = orjson.loads(payload)
     return (option.get("deviceName") or {}).get("defaultValue")
-
-
-def no_public_key_message(message: str) -> str:
-    return (
-        f"{message}: requireSecret needs an RSA key pair for the service account; create it in "
-        "the EnOS console (Identity and Access Management > Service Account > RSA Key Pairs), "
-        "or import without --require-secret"
-    )

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from worker.db.bulk import chunk_rows
 from worker.db.clock import db_epoch
-from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
+from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,46 +84,9 @@ def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim 
     return Claim(chunk_id, row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
 
 
-# PostgreSQL: the chunk's rows by (job_id, chunk_seq) alone, the pending ones kept here. With
-# ``status`` in the WHERE clause too, a table not analyzed since its intake (every new job) lets
-# the planner take the (job_id, status) index and walk every pending row of the job for each
-# chunk: 0.3 s of database CPU per chunk at a million rows. The driver's own cursor with binary
-# rows reads the chunk in a third of the time SQLAlchemy's result processing takes.
-_PG_CHUNK_ITEMS = (
-    "SELECT id, line_no, product_key, device_key, key_source, payload, attempts, status "
-    "FROM import_items WHERE job_id = %s AND chunk_seq = %s ORDER BY line_no"
-)
-
-
 def pending_items(session: Session, job_id: str, seq: int) -> list[PendingItem]:
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        with driver.cursor(binary=True) as cursor:
-            cursor.execute(_PG_CHUNK_ITEMS, (job_id, seq))
-            rows = cursor.fetchall()
-        pending = ItemStatus.PENDING.value
-        return [PendingItem(*row[:7]) for row in rows if row[7] == pending]
-    rows = connection.execute(
-        select(
-            ITEMS.c.id,
-            ITEMS.c.line_no,
-            ITEMS.c.product_key,
-            ITEMS.c.device_key,
-            ITEMS.c.key_source,
-            ITEMS.c.payload,
-            ITEMS.c.attempts,
-        )
-        .where(
-            ITEMS.c.job_id == job_id,
-            ITEMS.c.chunk_seq == seq,
-            ITEMS.c.status == ItemStatus.PENDING,
-        )
-        .order_by(ITEMS.c.line_no)
-    )
-    # One fetch of the whole chunk: iterating the result fetches row by row.
-    return [PendingItem(*row) for row in rows.all()]
+    """The chunk's pending rows, in line order."""
+    return [PendingItem(*row) for row in chunk_rows(session, job_id, seq)]
 
 
 def release(session: Session, claim: Claim, maybe_sent: bool, delay_s: float) -> bool:

@@ -23,9 +23,8 @@ from worker.db.models import FULL_PRODUCTS, JOBS, ChunkStatus, KeySource, OrgBat
 from worker.db.session import Database
 from worker.enos import errors
 from worker.enos.client import EnosClient
-from worker.enos.models import NO_PUBLIC_KEY
 from worker.importer import chunks, jobs
-from worker.importer.answers import Answers, no_public_key_message
+from worker.importer.answers import Answers
 from worker.importer.backoff import retry_delay
 from worker.importer.budget import RateBudget
 from worker.importer.chunks import Claim, PendingItem
@@ -264,9 +263,7 @@ def _read_error(ctx: SendContext, start: Start, plan: Plan, exc: errors.EnosErro
         else:
             answers.fail_single(todo[0], str(exc))
     elif isinstance(exc, errors.ConfigurationError):
-        plan.error = answers.job_error = (
-            no_public_key_message(exc.message) if exc.code == NO_PUBLIC_KEY else str(exc)
-        )
+        plan.error = answers.job_error = str(exc)  # 11858 carries its advice from the client
     else:
         plan.error = answers.job_error = f"EnOS refused the import: {exc}"
 

@@ -1,4 +1,4 @@
-"""Sending chunks: each EnOS answer of DESIGN.md's table, leases, fencing and retries.
+"""Sending chunks: each answer of the answer table (docs/architecture.md), leases, fencing, retries.
 
 The plain functions run against the in-process simulator and a real database (PostgreSQL and
 SQLite); deliveries are made by hand (``support.drive``), as a Celery worker would make them.

@@ -141,9 +141,14 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     # delivery: harmless, but a process's time). PostgreSQL: the job's row lock, held to the
     # end of the transaction; SQLite has no row locks and needs none, its writers take turns.
     session.connection().execute(select(JOBS.c.id).where(JOBS.c.id == job_id).with_for_update())
-    state = session.connection().execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar()
-    if state not in (JobStatus.RUNNING, JobStatus.CANCELLING):
+    job = (
+        session.connection()
+        .execute(select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == job_id))
+        .first()
+    )
+    if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return []  # a failed or finished job sends nothing more
+    window = fair_share(session, job.org_id, window)
     now = db_epoch()
     fresh = CHUNKS.c.published_at >= now - republish_after_s
     out = (
@@ -190,6 +195,23 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
             update(CHUNKS).where(CHUNKS.c.id.in_(ids)).values(published_at=now)
         )
     return ids
+
+
+def fair_share(session: Session, org_id: str, window: int) -> int:
+    """The part of the window one job of the org may have out: jobs of one org share its rate
+    budget, so a small job submitted beside a big one waits behind at most its share of the big
+    one's messages, not the whole window."""
+    active = (
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                JOBS.c.org_id == org_id,
+                JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
+            )
+        )
+        .scalar_one()
+    )
+    return max(1, window // max(1, int(active)))
 
 
 def open_chunks(session: Session, job_id: str) -> int:

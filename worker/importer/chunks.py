@@ -9,6 +9,7 @@ lost message delays a chunk but never loses it and the broker never holds a job'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -150,29 +151,10 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
         return []  # a failed or finished job sends nothing more
     window = fair_share(session, job.org_id, window)
     now = db_epoch()
-    fresh = CHUNKS.c.published_at >= now - republish_after_s
-    out = (
-        session.connection()
-        .execute(
-            select(func.count()).where(
-                CHUNKS.c.job_id == job_id,
-                or_(
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
-                    ),
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.PENDING,
-                        CHUNKS.c.published_at.is_not(None),
-                        fresh,
-                    ),
-                ),
-            )
-        )
-        .scalar_one()
-    )
-    room = window - int(out)
+    room = window - _out(session, job_id, now, republish_after_s)
     if room <= 0:
         return []
+    fresh = CHUNKS.c.published_at >= now - republish_after_s
     candidates = (
         select(CHUNKS.c.id)
         .where(
@@ -195,6 +177,30 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
             update(CHUNKS).where(CHUNKS.c.id.in_(ids)).values(published_at=now)
         )
     return ids
+
+
+def _out(session: Session, job_id: str, now: Any, republish_after_s: float) -> int:
+    """The job's chunks out: held under a live lease, or published lately and not yet taken."""
+    fresh = CHUNKS.c.published_at >= now - republish_after_s
+    return int(
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                CHUNKS.c.job_id == job_id,
+                or_(
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
+                    ),
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.PENDING,
+                        CHUNKS.c.published_at.is_not(None),
+                        fresh,
+                    ),
+                ),
+            )
+        )
+        .scalar_one()
+    )
 
 
 def fair_share(session: Session, org_id: str, window: int) -> int:

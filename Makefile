@@ -24,6 +24,7 @@ test: install
 
 test-faults: install
 	$(BIN)/python -m tests.faults.scenario --devices 100000 --write-docs
+	$(BIN)/python -m tests.faults.scenario --devices 30000 --capped --write-docs
 
 lint: install
 	$(BIN)/ruff check $(sources)

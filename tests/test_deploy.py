@@ -36,7 +36,7 @@ UNITS = DEPLOY / "systemd"
 CELERY = Path(sys.prefix) / "bin" / "celery"
 
 VENV_BIN = "/opt/enos-import/.venv/bin/"
-# The DESIGN's entry points, exactly: deploy files may add options after them, never change them.
+# The documented entry points, exactly: deploy files may add options after them, never change them.
 CELERY_BASE = {
     "worker": ("celery", "-A", "worker.celery_app", "worker"),
     "beat": ("celery", "-A", "worker.celery_app", "beat"),

@@ -144,7 +144,7 @@ def release_dead_leases(session: Any, job_id: str) -> int:
         )
     ):
         name, _, pid = str(holder or "").partition(":")
-        if name == host and pid.isdigit() and not _alive(int(pid.split(":")[0])):
+        if name == host and pid.isdigit() and not _alive(int(pid)):
             session.execute(
                 update(CHUNKS)
                 .where(CHUNKS.c.id == chunk_id)

@@ -80,12 +80,6 @@ def install_context(context: SendContext) -> None:
         _context = (os.getpid(), context)
 
 
-def reset_context() -> None:
-    global _context
-    with _lock:
-        _context = None
-
-
 def _default_context() -> SendContext:
     settings = get_settings()
     return SendContext(

@@ -105,6 +105,11 @@ class Simulator:
         got = response.json()["limits"]
         assert all(got[name] == value for name, value in limits.items()), got
 
+    def set_faults(self, spec: dict[str, float]) -> None:
+        with self._http() as http:
+            response = http.post("/__sim/faults", json=spec)
+        response.raise_for_status()
+
     def create_devices(self, options: list[dict[str, Any]]) -> dict[str, str]:
         """Creates devices through EnOS's own API (signed, as strict auth demands); returns
         their assetIds by deviceKey."""

@@ -1,6 +1,6 @@
-"""Every answer form that reference/enos-api.md documents or infers (§2.5, §7), from a fake EnOS.
+"""Every answer form that docs/enos-api.md documents or infers (§2.5, §7), from a fake EnOS.
 
-Each answer must become the class of DESIGN.md's table "How each EnOS answer is treated".
+Each answer must become the class of the answer table in docs/architecture.md.
 """
 
 from __future__ import annotations

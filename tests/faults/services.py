@@ -218,14 +218,16 @@ class PrivatePostgres:
 
 
 class Simulator:
-    def __init__(self, root: Path, faults: str, auth: str = "strict") -> None:
+    def __init__(
+        self, root: Path, faults: str, auth: str = "strict", product_cap: int = 10_000_000
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state = root / "simulator.db"
         self.process = Process(
             [str(BIN / "enos-import"), "simulator", "--port", str(self.port), "--seed-demo",
              "--state", str(self.state), "--auth", auth, "--faults", faults,
-             "--product-cap", "10000000", "--ou-cap", "100000000",
+             "--product-cap", str(product_cap), "--ou-cap", "100000000",
              "--private-key-out", str(root / "demo-key.pem")],
             dict(os.environ), root / "simulator.log", root,
         )  # fmt: skip

@@ -34,3 +34,21 @@ def test_nothing_is_lost_or_created_twice_while_everything_breaks() -> None:
     for fault in ("http500", "http503", "http429", "timeout_after_commit",
                   "reset_before_commit", "reset_after_commit"):  # fmt: skip
         assert faults.get(fault, 0) > 0, f"the simulator never injected {fault}"
+
+
+@pytest.mark.timeout(290)
+def test_products_over_their_room_leave_no_device_unaccounted_for() -> None:
+    """30,000 rows over two products of 10,000 devices each, under every fault: EnOS holds
+    exactly the created and adopted rows, and the rest failed with 11739."""
+    if not (PG_BIN / "initdb").exists():
+        message = f"PostgreSQL server binaries not found in {PG_BIN}"
+        pytest.fail(message) if CI else pytest.skip(message)
+    report = run_scenario(30_000, timeout_s=260, capped=True)
+
+    for event in report.events:
+        print(f"{event.name:20} {event.progress_s} s / {event.recovery_s} s  {event.detail}")
+    assert report.problems == []
+    assert report.status == "completed_with_errors"
+    assert set(report.counts) <= {"created", "adopted", "invalid", "review", "failed"}
+    assert report.counts.get("failed", 0) > 9_000
+    assert report.enos_devices == 20_000

@@ -1,6 +1,6 @@
 """Wire-level helpers for the simulator tests.
 
-The signing and token formulas are written out here from ``reference/enos-api.md`` §5 on purpose,
+The signing and token formulas are written out here from ``docs/enos-api.md`` §5 on purpose,
 instead of importing ``worker.enos.signing``: the simulator must agree with the documentation,
 not with the code it shares with the client.
 """

@@ -1,7 +1,7 @@
 """Permissive auth (the default) and the official EnOS SDK, ``enos-poseidon``.
 
 The SDK sends a single ``apim-accesstoken`` blob the simulator cannot open, with
-``Content-Type: application/json;charset=utf-8`` (``reference/enos-api.md`` §5.4); permissive mode
+``Content-Type: application/json;charset=utf-8`` (``docs/enos-api.md`` §5.4); permissive mode
 accepts that, and still verifies any call that does carry a signature.
 """
 

@@ -1,4 +1,4 @@
-"""Signed calls in ``--auth strict`` (``reference/enos-api.md`` §5.3).
+"""Signed calls in ``--auth strict`` (``docs/enos-api.md`` §5.3).
 
 ``apim-signature = lowercase(hex(SHA-256(accessToken + sorted query as key1value1… + raw body +
 timestamp + appSecret)))``, with the headers ``apim-accesstoken``, ``apim-signature`` and

@@ -1,7 +1,7 @@
 """V2.4 Batch Create Devices: whole-request errors, per-item errors and the forms of mixed answers.
 
-Codes and messages from the V2.4 page (``reference/enos-v2.4-batch-create-devices.txt``) and
-``reference/enos-api.md`` §2, §6, §7. Business errors are HTTP 200 with the code in the body.
+Codes and messages from EnOS's V2.4 Batch Create Devices page ([BC24] in docs/enos-api.md) and
+``docs/enos-api.md`` §2, §6, §7. Business errors are HTTP 200 with the code in the body.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every documented CreateOption rule, one case each, from the literal values of the reference.
 
-Sources: ``reference/enos-api.md`` §1.1-§1.5 (from EnOS's Limitations page and the FAQ) and the
+Sources: ``docs/enos-api.md`` §1.1-§1.5 (from EnOS's Limitations page and the FAQ) and the
 V2.4 Batch Create Devices page. A rejected device is a failed item of a batch that otherwise
 answers normally; an accepted one is created.
 """

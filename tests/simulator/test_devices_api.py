@@ -1,4 +1,4 @@
-"""Search, Get, Create and Delete Device, Get and Search Product (``reference/enos-api.md`` §4)."""
+"""Search, Get, Create and Delete Device, Get and Search Product (``docs/enos-api.md`` §4)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The V2.4 page's own sample request, and what ``requireSecret`` returns on each API version.
 
 The sample is copied byte for byte from the V2.4 Batch Create Devices page
-(``reference/enos-v2.4-batch-create-devices.txt``), trailing comma included: a user who pastes it
+([BC24] in ``docs/enos-api.md``), trailing comma included: a user who pastes it
 must get a clear error, and the same body without that comma (``examples/batch-create-sample.json``)
-must work. Secrets: ``reference/enos-api.md`` §2.3 and §6.
+must work. Secrets: ``docs/enos-api.md`` §2.3 and §6.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The APIM token service (``reference/enos-api.md`` §5.2, codes from §5.3).
+"""The APIM token service (``docs/enos-api.md`` §5.2, codes from §5.3).
 
 The expected ``encryption`` is computed here with hashlib from the documented formula:
 ``lowercase(hex(SHA-256(appKey + timestamp + appSecret)))``, timestamp in milliseconds.

@@ -86,6 +86,7 @@ class JobView:
     started_at: datetime | None
     finished_at: datetime | None
     created_at: datetime | None
+    open_chunks: str | None = None  # what the job is waiting for, while it is not final
 
     @property
     def done(self) -> int:
@@ -114,6 +115,9 @@ def job_view(db: Database, job_id: str) -> JobView | None:
         if row is None:
             return None
         counts = jobs.item_counts(session, job_id)
+        waiting = None
+        if row.status not in FINAL_JOB_STATES:
+            waiting = jobs.open_chunks_note(session, job_id)
     return JobView(
         job_id=row.id,
         status=row.status,
@@ -125,6 +129,7 @@ def job_view(db: Database, job_id: str) -> JobView | None:
         started_at=row.started_at,
         finished_at=row.finished_at,
         created_at=row.created_at,
+        open_chunks=waiting,
     )
 
 

@@ -30,7 +30,7 @@ from worker.cli.common import (
     summary_line,
 )
 from worker.cli.output import STDOUT, export_target
-from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus
+from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database
 from worker.enos.secret_box import Opener
 from worker.importer import chunks, jobs
@@ -84,6 +84,8 @@ def submit(
     publish_chunks(result.publish)
     view = require_job(db, job_id)
     stderr.print(summary_line(view), highlight=False)
+    if view.status == JobStatus.FAILED:
+        sys.exit(EXIT_BY_STATE[JobStatus.FAILED])  # the intake failed it (no valid row, say)
     if wait:
         view = follow(db, job_id)
         stderr.print(summary_line(view), highlight=False)
@@ -155,6 +157,10 @@ def _job_table(view: JobView) -> Table:
     table.add_row("created", str(view.created_at or "-"))
     table.add_row("started", str(view.started_at or "-"))
     table.add_row("finished", str(view.finished_at or "-"))
+    if view.open_chunks:
+        table.add_row("open chunks", view.open_chunks)
+        if view.status not in FINAL_JOB_STATES and not view.counts.get(ItemStatus.PENDING):
+            table.add_row("note", "every row is final; the job ends once these chunks close")
     if view.last_error:
         table.add_row("error", view.last_error)
     return table

@@ -55,6 +55,13 @@ from worker.simulator.state import DEMO_APP_KEY, DEMO_ORG, Limits, Store
     help="minus1: failed items carry code -1, the message and data null.",
 )
 @click.option(
+    "--check-order",
+    type=click.Choice(["exists-first", "room-first"]),
+    default="exists-first",
+    show_default=True,
+    help="Which EnOS checks first for a taken deviceKey in a full product: 11702 or 11739.",
+)
+@click.option(
     "--private-key-out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the demo account's RSA private key (PEM).",
@@ -71,6 +78,7 @@ def simulator(
     ou_cap: int,
     mixed_code: str,
     item_errors: str,
+    check_order: str,
     private_key_out: Path | None,
 ) -> None:
     """Run the local EnOS simulator (token service, Connection Service devices and products)."""
@@ -88,6 +96,11 @@ def simulator(
         click.echo(
             f"demo: org {DEMO_ORG}, appKey {DEMO_APP_KEY}, private key in {key_path}", err=True
         )
-    config = SimConfig(auth=auth, mixed_code=int(mixed_code), item_errors=item_errors)  # type: ignore[arg-type]
+    config = SimConfig(
+        auth=auth,  # type: ignore[arg-type]
+        mixed_code=int(mixed_code),
+        item_errors=item_errors,  # type: ignore[arg-type]
+        check_order=check_order,  # type: ignore[arg-type]
+    )
     click.echo(f"EnOS simulator listening on http://{host}:{port}", err=True)
     serve(create_app(store, config, faults), host, port)

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, bindparam, insert, update
+from sqlalchemy import Text, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from worker.db.models import ITEMS
+from worker.db.models import ITEMS, ItemStatus
 
 ITEM_COLUMNS = (
     "job_id", "chunk_seq", "line_no", "product_key", "device_key", "key_source", "payload",
@@ -92,3 +92,41 @@ def update_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> Non
         for o in outcomes
     ]
     session.connection().execute(statement, params)
+
+
+# PostgreSQL: the chunk's rows by (job_id, chunk_seq) alone, the pending ones kept here. With
+# ``status`` in the WHERE clause too, a table not analyzed since its intake (every new job) lets
+# the planner take the (job_id, status) index and walk every pending row of the job for each
+# chunk: 0.3 s of database CPU per chunk at a million rows. The driver's own cursor with binary
+# rows reads the chunk in a third of the time SQLAlchemy's result processing takes.
+_PG_CHUNK_ROWS = (
+    "SELECT id, line_no, product_key, device_key, key_source, payload, attempts, status "
+    "FROM import_items WHERE job_id = %s AND chunk_seq = %s ORDER BY line_no"
+)
+CHUNK_ROW_COLUMNS = (
+    "id", "line_no", "product_key", "device_key", "key_source", "payload", "attempts",
+)  # fmt: skip
+
+
+def chunk_rows(session: Session, job_id: str, seq: int) -> list[Sequence[Any]]:
+    """The pending rows of one chunk, in line order, as tuples of ``CHUNK_ROW_COLUMNS``."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(_PG_CHUNK_ROWS, (job_id, seq))
+            rows = cursor.fetchall()
+        pending = ItemStatus.PENDING.value
+        return [row[:7] for row in rows if row[7] == pending]
+    result = connection.execute(
+        select(*(ITEMS.c[name] for name in CHUNK_ROW_COLUMNS))
+        .where(
+            ITEMS.c.job_id == job_id,
+            ITEMS.c.chunk_seq == seq,
+            ITEMS.c.status == ItemStatus.PENDING,
+        )
+        .order_by(ITEMS.c.line_no)
+    )
+    # One fetch of the whole chunk: iterating the result fetches row by row.
+    return list(result.all())

@@ -106,6 +106,9 @@ class Job(Base):
     columns: Mapped[list[str] | None] = mapped_column(JSON)
     total: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set when the job fails as a whole: nothing more is sent, but it stays open until every
+    # chunk that may have created devices has looked its rows up (see importer/settle.py).
+    failure: Mapped[str | None] = mapped_column(Text)
     # Fencing for intake: a second delivery of the same submit finds the intake claimed.
     intake_token: Mapped[int] = mapped_column(Integer, default=0)
     intake_lease_until: Mapped[float | None] = mapped_column(Double)
@@ -191,6 +194,19 @@ class OrgBatchLimit(Base):
     smallest_refused: Mapped[int | None] = mapped_column(Integer)
 
 
+class FullProduct(Base):
+    """A product of a job that EnOS said is full (11739): its rows are no longer sent; each chunk
+    settles its own rows of it, after a look-up for those an earlier call may have created."""
+
+    __tablename__ = "import_full_products"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("import_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    product_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    message: Mapped[str] = mapped_column(Text)
+
+
 class ServiceBeat(Base):
     """When periodic duties last ran (the sweeper), so ``status`` can warn when beat is missing."""
 
@@ -208,3 +224,4 @@ def _table(model: type[Base]) -> Table:
 JOBS = _table(Job)
 CHUNKS = _table(Chunk)
 ITEMS = _table(Item)
+FULL_PRODUCTS = _table(FullProduct)

@@ -62,8 +62,10 @@ class Database:
         self._pid = os.getpid()
 
     @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
+    def concurrent_writers(self) -> bool:
+        """Whether a second transaction may write while one is open (not on SQLite, whose
+        writers take turns)."""
+        return self.engine.dialect.name != "sqlite"
 
     @contextmanager
     def begin(self) -> Iterator[Session]:

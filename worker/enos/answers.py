@@ -51,17 +51,21 @@ def interpret(response: httpx.Response) -> dict[str, Any]:
     if code == INVALID_ARGUMENTS:
         raise errors.InvalidArgumentsError(message, code=code)
     if code == NO_PUBLIC_KEY:
-        raise errors.ConfigurationError(
-            f"{message}: create the RSA key pair of the service account in the EnOS console "
-            "(Identity and Access Management > Service Account > RSA Key Pairs), or import "
-            "without requireSecret",
-            code=code,
-        )
+        raise errors.ConfigurationError(no_public_key_message(message), code=code)
     if code in AUTH_CODES:
         raise errors.AuthError(message, code=code)
     if code // 100 == 995:
         raise errors.TransientError(message, code=code)
     raise errors.PermanentError(message, code=code)
+
+
+def no_public_key_message(message: str) -> str:
+    """11858, for the whole request or one item: what the operator has to do about it."""
+    return (
+        f"{message}: create the RSA key pair of the service account in the EnOS console "
+        "(Identity and Access Management > Service Account > RSA Key Pairs), or import "
+        "without --require-secret"
+    )
 
 
 def business_code(response: httpx.Response) -> int | None:

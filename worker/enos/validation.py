@@ -2,7 +2,7 @@
 
 The simulator judges requests with these rules and the import checks every row with them before
 anything is sent, so the two can never disagree. Sources are in the reference notes
-(``enos-api.md`` §1.1-§1.5: deviceKey, timezone, StringI18n, attributes, tags).
+(``docs/enos-api.md`` §1.1-§1.5: deviceKey, timezone, StringI18n, attributes, tags).
 
 ``check_create_option`` never raises: it returns every problem of the object, each naming the
 field and the rule, so that an operator sees all of a row's mistakes at once.

@@ -9,41 +9,30 @@ from __future__ import annotations
 from typing import Any, cast
 
 from sqlalchemy import Table, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from worker.db.clock import greatest, least
 from worker.db.models import OrgBatchLimit
+from worker.db.upsert import upsert
 
 
 def record(session: Session, org_id: str, ok_size: int | None, refused_size: int | None) -> None:
     """Remembers a batch size that passed, or one refused with 99400."""
     table = cast(Table, OrgBatchLimit.__table__)
-    values = {
-        "org_id": org_id,
-        "largest_ok": ok_size or 0,
-        "smallest_refused": refused_size,
-    }
-    dialect = session.connection().dialect.name
-    insert: Any = (postgresql if dialect == "postgresql" else sqlite).insert(table).values(values)
-    excluded = insert.excluded
     current = table.c
-    session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["org_id"],
-            set_={
-                "largest_ok": func.max(current.largest_ok, excluded.largest_ok)
-                if dialect == "sqlite"
-                else func.greatest(current.largest_ok, excluded.largest_ok),
-                "smallest_refused": func.coalesce(
-                    func.min(current.smallest_refused, excluded.smallest_refused)
-                    if dialect == "sqlite"
-                    else func.least(current.smallest_refused, excluded.smallest_refused),
-                    current.smallest_refused,
-                    excluded.smallest_refused,
-                ),
-            },
-        )
-    )
+
+    def merged(excluded: Any) -> dict[str, Any]:
+        return {
+            "largest_ok": greatest(current.largest_ok, excluded.largest_ok),
+            "smallest_refused": func.coalesce(
+                least(current.smallest_refused, excluded.smallest_refused),
+                current.smallest_refused,
+                excluded.smallest_refused,
+            ),
+        }
+
+    values = {"org_id": org_id, "largest_ok": ok_size or 0, "smallest_refused": refused_size}
+    upsert(session, table, values, ["org_id"], merged)
     # A batch at least as large as a refused one passed: that refusal was not about size.
     session.execute(
         update(table)

@@ -9,12 +9,14 @@ lost message delays a chunk but never loses it and the broker never holds a job'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from worker.db.bulk import chunk_rows
 from worker.db.clock import db_epoch
-from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
+from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,7 @@ class Claim:
     needs_reconcile: bool
     first_attempt_at: float
     now: float
+    last_error: str | None = None
 
 
 @dataclass(slots=True)  # not frozen: 1,000 are made per chunk, and frozen ones cost twice as much
@@ -73,54 +76,47 @@ def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim 
             CHUNKS.c.needs_reconcile,
             CHUNKS.c.first_attempt_at,
             now,
+            CHUNKS.c.last_error,
         )
     )
     row = session.connection().execute(statement).first()
     if row is None:
         return None
-    return Claim(chunk_id, row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
-
-
-# PostgreSQL: the chunk's rows by (job_id, chunk_seq) alone, the pending ones kept here. With
-# ``status`` in the WHERE clause too, a table not analyzed since its intake (every new job) lets
-# the planner take the (job_id, status) index and walk every pending row of the job for each
-# chunk: 0.3 s of database CPU per chunk at a million rows. The driver's own cursor with binary
-# rows reads the chunk in a third of the time SQLAlchemy's result processing takes.
-_PG_CHUNK_ITEMS = (
-    "SELECT id, line_no, product_key, device_key, key_source, payload, attempts, status "
-    "FROM import_items WHERE job_id = %s AND chunk_seq = %s ORDER BY line_no"
-)
+    return Claim(chunk_id, row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
 
 
 def pending_items(session: Session, job_id: str, seq: int) -> list[PendingItem]:
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        with driver.cursor(binary=True) as cursor:
-            cursor.execute(_PG_CHUNK_ITEMS, (job_id, seq))
-            rows = cursor.fetchall()
-        pending = ItemStatus.PENDING.value
-        return [PendingItem(*row[:7]) for row in rows if row[7] == pending]
-    rows = connection.execute(
-        select(
-            ITEMS.c.id,
-            ITEMS.c.line_no,
-            ITEMS.c.product_key,
-            ITEMS.c.device_key,
-            ITEMS.c.key_source,
-            ITEMS.c.payload,
-            ITEMS.c.attempts,
-        )
+    """The chunk's pending rows, in line order."""
+    return [PendingItem(*row) for row in chunk_rows(session, job_id, seq)]
+
+
+def renew(session: Session, claim: Claim, lease_s: float) -> bool:
+    """Extends the lease from now while ``claim`` still holds the chunk; ``False``: another
+    attempt took it over (this one must not call EnOS)."""
+    result = session.connection().execute(
+        update(CHUNKS)
         .where(
-            ITEMS.c.job_id == job_id,
-            ITEMS.c.chunk_seq == seq,
-            ITEMS.c.status == ItemStatus.PENDING,
+            CHUNKS.c.id == claim.chunk_id,
+            CHUNKS.c.fencing_token == claim.token,
+            CHUNKS.c.status == ChunkStatus.IN_FLIGHT,
         )
-        .order_by(ITEMS.c.line_no)
+        .values(lease_expires_at=db_epoch() + lease_s)
     )
-    # One fetch of the whole chunk: iterating the result fetches row by row.
-    return [PendingItem(*row) for row in rows.all()]
+    return bool(result.rowcount)
+
+
+def release(session: Session, claim: Claim, maybe_sent: bool, delay_s: float) -> bool:
+    """Gives the chunk back when this attempt cannot finish (its commit failed): due again after
+    ``delay_s``, looking its rows up first when they may have reached EnOS."""
+    values: dict[str, object] = {
+        "status": ChunkStatus.PENDING,
+        "lease_expires_at": None,
+        "published_at": None,
+        "next_attempt_at": db_epoch() + delay_s,
+    }
+    if maybe_sent:
+        values["needs_reconcile"] = True
+    return fenced(session, claim, **values)
 
 
 def fenced(session: Session, claim: Claim, **values: object) -> bool:
@@ -146,33 +142,19 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     # delivery: harmless, but a process's time). PostgreSQL: the job's row lock, held to the
     # end of the transaction; SQLite has no row locks and needs none, its writers take turns.
     session.connection().execute(select(JOBS.c.id).where(JOBS.c.id == job_id).with_for_update())
-    state = session.connection().execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar()
-    if state not in (JobStatus.RUNNING, JobStatus.CANCELLING):
-        return []  # a failed or finished job sends nothing more
-    now = db_epoch()
-    fresh = CHUNKS.c.published_at >= now - republish_after_s
-    out = (
+    job = (
         session.connection()
-        .execute(
-            select(func.count()).where(
-                CHUNKS.c.job_id == job_id,
-                or_(
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
-                    ),
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.PENDING,
-                        CHUNKS.c.published_at.is_not(None),
-                        fresh,
-                    ),
-                ),
-            )
-        )
-        .scalar_one()
+        .execute(select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == job_id))
+        .first()
     )
-    room = window - int(out)
+    if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
+        return []  # a failed or finished job sends nothing more
+    window = fair_share(session, job.org_id, window)
+    now = db_epoch()
+    room = window - _out(session, job_id, now, republish_after_s)
     if room <= 0:
         return []
+    fresh = CHUNKS.c.published_at >= now - republish_after_s
     candidates = (
         select(CHUNKS.c.id)
         .where(
@@ -197,6 +179,47 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     return ids
 
 
+def _out(session: Session, job_id: str, now: Any, republish_after_s: float) -> int:
+    """The job's chunks out: held under a live lease, or published lately and not yet taken."""
+    fresh = CHUNKS.c.published_at >= now - republish_after_s
+    return int(
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                CHUNKS.c.job_id == job_id,
+                or_(
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
+                    ),
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.PENDING,
+                        CHUNKS.c.published_at.is_not(None),
+                        fresh,
+                    ),
+                ),
+            )
+        )
+        .scalar_one()
+    )
+
+
+def fair_share(session: Session, org_id: str, window: int) -> int:
+    """The part of the window one job of the org may have out: jobs of one org share its rate
+    budget, so a small job submitted beside a big one waits behind at most its share of the big
+    one's messages, not the whole window."""
+    active = (
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                JOBS.c.org_id == org_id,
+                JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
+            )
+        )
+        .scalar_one()
+    )
+    return max(1, window // max(1, int(active)))
+
+
 def open_chunks(session: Session, job_id: str) -> int:
     return int(
         session.connection()
@@ -211,6 +234,10 @@ def open_chunks(session: Session, job_id: str) -> int:
 
 
 def next_seq(session: Session, job_id: str) -> int:
+    """The job's next free chunk seq. The job's row is locked to the end of the transaction, so
+    that two chunks split at the same moment never take the same seq (SQLite's writers take
+    turns and need no lock)."""
+    session.connection().execute(select(JOBS.c.id).where(JOBS.c.id == job_id).with_for_update())
     top = (
         session.connection()
         .execute(select(func.max(CHUNKS.c.seq)).where(CHUNKS.c.job_id == job_id))

@@ -6,25 +6,25 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from worker.db.clock import db_epoch
+from worker.db.clock import db_epoch, db_now
 from worker.db.models import (
     CHUNKS,
     FINAL_JOB_STATES,
+    FULL_PRODUCTS,
     ITEMS,
     JOBS,
     SUCCESS_STATES,
     ChunkStatus,
     ItemStatus,
     JobStatus,
-    KeySource,
 )
+from worker.db.upsert import insert_ignore
 from worker.importer import chunks
-from worker.importer.answers import NO_KEY_MESSAGE
 from worker.importer.intake import IntakeSummary, plan_chunks
+from worker.importer.settle import CANCELLED_MESSAGE, Stop, settle_unsent
 
 
 def create_job(
@@ -41,21 +41,27 @@ def create_job(
         "intake_token": 0,
         "intake_attempts": 0,
     }
-    dialect = session.connection().dialect.name
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(JOBS).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(JOBS).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only the two supported databases
-        statement = insert(JOBS).values(values)
-    # RETURNING, not rowcount: psycopg does not report the rowcount of ON CONFLICT DO NOTHING.
-    return session.connection().execute(statement.returning(JOBS.c.id)).first() is not None
+    return insert_ignore(session, JOBS, values)
 
 
 def claim_intake_deadline(session: Session, job_id: str, lease_s: float) -> None:
     session.connection().execute(
         update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=db_epoch() + lease_s)
     )
+
+
+def renew_intake(session: Session, job_id: str, token: int, lease_s: float) -> bool:
+    """Extends a running intake's lease while ``token`` still holds it."""
+    result = session.connection().execute(
+        update(JOBS)
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.intake_token == token,
+            JOBS.c.status == JobStatus.VALIDATING,
+        )
+        .values(intake_lease_until=db_epoch() + lease_s)
+    )
+    return bool(result.rowcount)
 
 
 def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
@@ -98,7 +104,8 @@ def complete_intake(
         "total": summary.rows,
         "columns": columns,
         "source_sha256": content_sha256,
-        "started_at": func.now(),
+        # When the rows were stored, not when the intake's long transaction began.
+        "started_at": db_now(),
         "intake_lease_until": None,
     }
     if summary.error:
@@ -138,7 +145,9 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
     """Gives the job its final state once no chunk is open; returns it (or ``None``)."""
     job = (
         session.connection()
-        .execute(select(JOBS.c.status, JOBS.c.last_error).where(JOBS.c.id == job_id))
+        .execute(
+            select(JOBS.c.status, JOBS.c.last_error, JOBS.c.failure).where(JOBS.c.id == job_id)
+        )
         .first()
     )
     if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
@@ -150,7 +159,9 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
         # Pending rows with no open chunk: plan them again rather than leave the job hanging.
         replan(session, job_id, [ItemStatus.PENDING], batch_size=None)
         return None
-    if job.status == JobStatus.CANCELLING:
+    if job.failure:
+        final = JobStatus.FAILED
+    elif job.status == JobStatus.CANCELLING:
         final = JobStatus.CANCELLED
     elif set(counts) <= SUCCESS_STATES and counts and not job.last_error:
         final = JobStatus.COMPLETED
@@ -165,47 +176,38 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
 
 
 def fail_job(session: Session, job_id: str, message: str) -> bool:
-    """The job fails as a whole: every row not yet final ends ``failed`` with the job's error.
+    """The job fails as a whole: nothing more is sent, and every row not yet final ends
+    ``failed`` with the job's error; ``False`` when it was already final or failing.
 
-    Chunks in flight keep their leases: what they learn from EnOS is still written, so a device
-    that was created is recorded as created.
+    Rows that were never part of a call end now. Rows an earlier call may have created stay
+    with their chunk, which looks them up first (:mod:`worker.importer.settle`); the job is
+    ``failed`` once no chunk is open.
     """
     result = session.connection().execute(
         update(JOBS)
-        .where(JOBS.c.id == job_id, JOBS.c.status.not_in(tuple(FINAL_JOB_STATES)))
-        .values(status=JobStatus.FAILED, last_error=message, finished_at=func.now())
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.status.not_in(tuple(FINAL_JOB_STATES)),
+            JOBS.c.failure.is_(None),
+        )
+        .values(failure=message, last_error=message)
     )
     if not result.rowcount:
         return False
-    unknown = select(CHUNKS.c.seq).where(CHUNKS.c.job_id == job_id, CHUNKS.c.needs_reconcile)
+    settle_unsent(session, job_id, Stop(ItemStatus.FAILED, message), ChunkStatus.DONE)
+    # A job failed before its intake ended has no chunk.
     session.connection().execute(
-        update(ITEMS)
-        .where(
-            ITEMS.c.job_id == job_id,
-            ITEMS.c.status == ItemStatus.PENDING,
-            ITEMS.c.key_source == KeySource.PLATFORM,
-            ITEMS.c.chunk_seq.in_(unknown),
-        )
-        .values(status=ItemStatus.REVIEW, error_message=NO_KEY_MESSAGE, updated_at=func.now())
+        update(JOBS)
+        .where(JOBS.c.id == job_id, JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING)))
+        .values(status=JobStatus.FAILED, finished_at=func.now())
     )
-    session.connection().execute(
-        update(ITEMS)
-        .where(ITEMS.c.job_id == job_id, ITEMS.c.status == ItemStatus.PENDING)
-        .values(
-            status=ItemStatus.FAILED, error_message=message, retryable=True, updated_at=func.now()
-        )
-    )
-    session.connection().execute(
-        update(CHUNKS)
-        .where(CHUNKS.c.job_id == job_id, CHUNKS.c.status == ChunkStatus.PENDING)
-        .values(status=ChunkStatus.DONE, last_error=message)
-    )
+    finish_if_done(session, job_id)
     return True
 
 
 def cancel_job(session: Session, job_id: str) -> str | None:
-    """Stops sending: chunks not yet taken end ``cancelled`` with their rows; returns the new
-    job state, or ``None`` when the job was already final."""
+    """Stops sending: rows never sent end ``cancelled`` now, the rest once their chunk has
+    settled them; returns the new job state, or ``None`` when the job was already final."""
     result = session.connection().execute(
         update(JOBS)
         .where(
@@ -218,30 +220,9 @@ def cancel_job(session: Session, job_id: str) -> str | None:
     )
     if not result.rowcount:
         return None
-    cancelled = [
-        row[0]
-        for row in session.connection().execute(
-            update(CHUNKS)
-            .where(CHUNKS.c.job_id == job_id, CHUNKS.c.status == ChunkStatus.PENDING)
-            .values(status=ChunkStatus.CANCELLED)
-            .returning(CHUNKS.c.seq)
-        )
-    ]
-    for start in range(0, len(cancelled), 500):
-        session.connection().execute(
-            update(ITEMS)
-            .where(
-                ITEMS.c.job_id == job_id,
-                ITEMS.c.chunk_seq.in_(cancelled[start : start + 500]),
-                ITEMS.c.status == ItemStatus.PENDING,
-            )
-            .values(
-                status=ItemStatus.CANCELLED,
-                error_message="cancelled before it was sent",
-                retryable=True,
-                updated_at=func.now(),
-            )
-        )
+    settle_unsent(
+        session, job_id, Stop(ItemStatus.CANCELLED, CANCELLED_MESSAGE), ChunkStatus.CANCELLED
+    )
     # A job cancelled before its intake ended has nothing in flight.
     session.connection().execute(
         update(JOBS)
@@ -262,10 +243,12 @@ def retry_job(session: Session, job_id: str, batch_size: int) -> int:
     )
     count = replan(session, job_id, again, batch_size=batch_size)
     if count:
+        # A product's room may have grown since (the operator raised its limit): ask again.
+        session.connection().execute(delete(FULL_PRODUCTS).where(FULL_PRODUCTS.c.job_id == job_id))
         session.connection().execute(
             update(JOBS)
             .where(JOBS.c.id == job_id)
-            .values(status=JobStatus.RUNNING, finished_at=None, last_error=None)
+            .values(status=JobStatus.RUNNING, finished_at=None, last_error=None, failure=None)
         )
     return count
 
@@ -308,3 +291,46 @@ def replan(session: Session, job_id: str, which: Any, batch_size: int | None) ->
         )
     plan_chunks(session, job_id, only_from_seq=base)
     return len(ids)
+
+
+def open_chunks_note(session: Session, job_id: str) -> str | None:
+    """What the job's open chunks are waiting for, in words (``None`` when none is open): a
+    job whose rows are all final may still wait for a lease to run out or a look-up."""
+    now = db_epoch()
+    row = (
+        session.connection()
+        .execute(
+            select(
+                func.count().filter(
+                    CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
+                ),
+                func.max(CHUNKS.c.lease_expires_at - now).filter(
+                    CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
+                ),
+                func.count().filter(
+                    CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at < now
+                ),
+                func.count().filter(
+                    CHUNKS.c.status == ChunkStatus.PENDING, CHUNKS.c.needs_reconcile.is_(True)
+                ),
+                func.count().filter(
+                    CHUNKS.c.status == ChunkStatus.PENDING, CHUNKS.c.needs_reconcile.is_(False)
+                ),
+            ).where(
+                CHUNKS.c.job_id == job_id,
+                CHUNKS.c.status.in_((ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)),
+            )
+        )
+        .one()
+    )
+    live, lease_left, expired, lookups, waiting = (row[0], row[1], row[2], row[3], row[4])
+    parts = []
+    if live:
+        parts.append(f"{live} in flight (leases end within {float(lease_left or 0):.0f} s)")
+    if expired:
+        parts.append(f"{expired} whose worker stopped, waiting for the sweeper to send again")
+    if lookups:
+        parts.append(f"{lookups} to look up rows whose answer was lost")
+    if waiting:
+        parts.append(f"{waiting} waiting to be sent")
+    return ", ".join(parts) or None

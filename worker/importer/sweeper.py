@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
 from worker.db.models import JOBS, JobStatus, ServiceBeat
 from worker.db.session import Database
+from worker.db.upsert import upsert
 from worker.importer import chunks, jobs
 from worker.logs import get_logger
 from worker.settings import Settings
@@ -106,14 +107,12 @@ def sweep(
 
 
 def record_beat(session: Session, name: str = BEAT) -> None:
-    table = ServiceBeat.__table__
-    dialect = session.connection().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(table).values(name=name, last_run_at=db_epoch())
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["name"], set_={"last_run_at": statement.excluded.last_run_at}
-        )
+    upsert(
+        session,
+        cast(Table, ServiceBeat.__table__),
+        {"name": name, "last_run_at": db_epoch()},
+        ["name"],
+        lambda excluded: {"last_run_at": excluded.last_run_at},
     )
 
 

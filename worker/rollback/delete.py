@@ -97,12 +97,13 @@ def _delete_all(
     transient failure leaves its device for the next attempt and the others go on; throttling
     stops the chunk, so that every worker backs off together."""
     try:
-        with ctx.budget.slot():
+        with ctx.budget.slot(org_id):
+            _renew(ctx, claim)
             found = ctx.client.find_devices(org_id, [item.device_key or "" for item in items])
         for item in items:
             attempt.called.add(item.id)
             try:
-                attempt.results[item.id] = _delete_one(ctx, org_id, item, found)
+                attempt.results[item.id] = _delete_one(ctx, claim, org_id, item, found)
             except errors.PermanentError as exc:
                 attempt.results[item.id] = _Result(ItemStatus.FAILED, str(exc), exc.code)
             except errors.RateLimitedError:
@@ -111,8 +112,10 @@ def _delete_all(
                 # A delete whose answer was lost is settled by the next attempt's search.
                 attempt.error = str(exc)
                 attempt.delay = retry_delay(ctx.settings, claim.attempts, None)
+    except _TakenOver:
+        attempt.error = "the chunk was taken over"
     except errors.RateLimitedError as exc:
-        ctx.budget.throttled(exc.retry_after)
+        ctx.budget.throttled(exc.retry_after, org_id)
         attempt.error = str(exc)
         attempt.delay = retry_delay(ctx.settings, claim.attempts, exc.retry_after)
     except (errors.TransientError, errors.AmbiguousError) as exc:
@@ -122,8 +125,20 @@ def _delete_all(
         attempt.error = attempt.job_error = f"EnOS refused the rollback: {exc}"
 
 
+class _TakenOver(Exception):
+    """Another attempt holds the chunk now: this one makes no more calls."""
+
+
+def _renew(ctx: SendContext, claim: Claim) -> None:
+    """The lease is renewed right before each call, as for a batchCreate, so that a call always
+    ends inside the lease however long the chunk's calls take together."""
+    with ctx.db.begin() as session:
+        if not chunks.renew(session, claim, ctx.settings.lease_s):
+            raise _TakenOver
+
+
 def _delete_one(
-    ctx: SendContext, org_id: str, item: PendingItem, found: dict[str, Device]
+    ctx: SendContext, claim: Claim, org_id: str, item: PendingItem, found: dict[str, Device]
 ) -> _Result:
     asset_id = _asset_id(item)
     device = found.get(item.device_key or "")
@@ -136,9 +151,10 @@ def _delete_one(
             f"not deleted: assetId {asset_id} is now of productKey {device.product_key}, not "
             f"{item.product_key} as this job created it",
         )
-    with ctx.budget.slot():
+    with ctx.budget.slot(org_id):
+        _renew(ctx, claim)
         existed = ctx.client.delete_device(org_id, asset_id=asset_id)
-    ctx.budget.succeeded()
+    ctx.budget.succeeded(org_id)
     if not existed:
         return _Result(ItemStatus.NOT_FOUND, f"assetId {asset_id} was already gone")
     return _Result(ItemStatus.DELETED)

@@ -28,6 +28,8 @@ from worker.simulator.search import ExpressionError, compile_expression
 from worker.simulator.state import Account, Org, Store, StoredDevice
 
 ItemErrorForm = Literal["coded", "minus1"]
+# EnOS documents neither order of its checks for a taken deviceKey in a full product.
+CheckOrder = Literal["exists-first", "room-first"]
 
 
 @dataclass
@@ -35,6 +37,7 @@ class SimConfig:
     auth: AuthMode = "permissive"
     mixed_code: int = 0  # top-level code when some items fail: 0, or 99206 as other EnOS services
     item_errors: ItemErrorForm = "coded"  # "minus1": failed items carry code -1 and data null
+    check_order: CheckOrder = "exists-first"  # "room-first": 11739 before 11702
 
 
 @dataclass
@@ -211,6 +214,10 @@ class ConnectApi:
                 results.append(self._fail(11611, f"Product not found: {product_key}", option))
                 continue
             device_key = option.get("deviceKey")
+            room_left = org.per_product[product_key] + per_product[product_key] < limits.product_cap
+            if not room_left and self.config.check_order == "room-first":
+                results.append(self._fail(11739, "Exceed max device size", option))
+                continue
             if device_key is None:
                 if faults.draw_item11714():
                     results.append(self._fail(11714, "Generate deviceKey failed", option))
@@ -219,7 +226,7 @@ class ConnectApi:
             elif device_key in org.by_key or device_key in taken:
                 results.append(self._fail(11702, "DeviceKey existed", option))
                 continue
-            if org.per_product[product_key] + per_product[product_key] >= limits.product_cap:
+            if not room_left:
                 results.append(self._fail(11739, "Exceed max device size", option))
                 continue
             if org_total + len(created) >= limits.ou_cap:

@@ -1,0 +1,410 @@
+"""No row becomes final while its device may exist on EnOS.
+
+Each path by which a row can end without an answer of its own (a full product, a cancel, a job
+failing, a chunk out of attempts) is driven here while another call's answer is still out, or
+was lost; EnOS must end up holding exactly one device per created or adopted row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+
+from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
+from worker.db.clock import db_epoch
+from worker.db.models import CHUNKS
+from worker.db.session import Database
+from worker.enos.client import EnosClient
+from worker.enos.models import Device
+from worker.importer import chunks, jobs, outcome, send
+from worker.importer.budget import LocalBudget
+from worker.importer.send import SendContext, send_chunk
+from worker.importer.submit import IntakeResult
+from worker.settings import Settings
+from worker.simulator.api import SimConfig
+from worker.simulator.faults import FaultProfile
+from worker.simulator.state import Store
+
+SUCCESS = {"created", "adopted"}
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return fast_settings(batch_size=4)
+
+
+@pytest.fixture
+def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[SendContext]:
+    yield SendContext(db, client, settings, LocalBudget(4), owner="test-host:1")
+
+
+def meters(first: int, last: int) -> list[dict[str, Any]]:
+    return [device(f"meter-{n:04d}") for n in range(first, last + 1)]
+
+
+def assert_enos_matches_rows(store: Store, db: Database, job_ids: list[str]) -> None:
+    """EnOS holds exactly one device per created or adopted row, and none for another row."""
+    on_enos = {d.device_key: d.asset_id for d in store.assets.values()}
+    ok: dict[str, str] = {}
+    for job_id in job_ids:
+        for row in rows(db, job_id).values():
+            if row["status"] in SUCCESS:
+                ok[row["device_key"]] = row["asset_id"]
+            else:
+                assert row["device_key"] not in on_enos, row
+    assert ok == on_enos
+
+
+def due_now(db: Database, chunk_id: int) -> None:
+    with db.begin() as session:
+        session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(next_attempt_at=0))
+
+
+def claim_and_call(ctx: SendContext, chunk_id: int) -> tuple[send.Start, outcome.Plan]:
+    """A worker's claim and call, stopped before it writes the answer (still in flight)."""
+    with ctx.db.begin() as session:
+        start = send._start(session, ctx.settings, chunk_id, "other-host:9")
+    assert start is not None
+    return start, send.attempt(ctx, start)
+
+
+def test_11739_while_a_chunk_of_the_product_is_in_flight_leaves_its_rows_alone(
+    ctx: SendContext, sim_store: Store
+) -> None:
+    sim_store.limits.product_cap = 6
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    first, second = started.publish[:2]
+    # Chunk 1's call creates 4 devices; its answer is not written yet.
+    start, plan = claim_and_call(ctx, first)
+    # Chunk 2 fills the product: 2 created, 2 refused with 11739.
+    assert send_chunk(ctx, second).chunk_state == "done"
+    outcome_now = rows(ctx.db, started.job_id)
+    assert [outcome_now[n]["status"] for n in range(1, 5)] == ["pending"] * 4
+    assert [outcome_now[n]["status"] for n in range(5, 9)] == ["created"] * 2 + ["failed"] * 2
+    with ctx.db.read() as session:
+        note = jobs.open_chunks_note(session, started.job_id)
+    assert note is not None and note.startswith("1 in flight (leases end within")
+
+    with ctx.db.begin() as session:
+        assert outcome.write_outcome(session, ctx.settings, start, plan) == "done"
+    assert drive(ctx, started) == "completed_with_errors"
+    final = rows(ctx.db, started.job_id)
+    assert [final[n]["status"] for n in range(1, 5)] == ["created"] * 4
+    assert final[7]["error_code"] == 11739 and final[7]["retryable"]
+    assert len(sim_store.assets) == 6
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])
+
+
+class _LaggingClient(EnosClient):
+    """EnOS's reads lag its writes: the first look-up misses every device."""
+
+    misses = 1
+
+    def find_devices(self, org_id: str, device_keys: list[str]) -> dict[str, Device]:
+        if self.misses:
+            self.misses -= 1
+            return {}
+        return super().find_devices(org_id, device_keys)
+
+
+@pytest.mark.parametrize("order", ["room-first", "exists-first"])
+def test_11739_on_a_resend_after_a_lost_answer_is_looked_up_before_it_fails(
+    db: Database, sim_transport, sim_app, sim_store: Store, settings: Settings, order: str
+) -> None:  # type: ignore[no-untyped-def]
+    from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
+
+    api = sim_app.state.api
+    api.config = SimConfig(check_order=order)  # type: ignore[arg-type]
+    sim_store.limits.product_cap = 4
+    with _LaggingClient(
+        "http://enos.test", DEMO_APP_KEY, DEMO_APP_SECRET, transport=sim_transport
+    ) as client:
+        ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+        started = start_job(db, settings, meters(1, 4))
+        api.faults = FaultProfile(timeout_after_commit=1.0)
+        assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
+        api.faults = FaultProfile()
+        assert len(sim_store.assets) == 4  # created; the answer was lost; the product is full
+
+        assert drive(ctx, started) == "completed"
+    final = rows(db, started.job_id)
+    assert {row["status"] for row in final.values()} == {"adopted"}
+    if order == "room-first":
+        assert api.stats.item_errors[11739] == 4  # the resend was refused as "full"
+    assert_enos_matches_rows(sim_store, db, [started.job_id])
+
+
+def test_a_killed_workers_chunk_during_product_full_is_looked_up_not_failed(
+    ctx: SendContext, sim_store: Store
+) -> None:
+    sim_store.limits.product_cap = 6
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    first, second = started.publish[:2]
+    claim_and_call(ctx, first)  # the worker dies after its call: nothing is written
+    assert send_chunk(ctx, second).chunk_state == "done"
+    assert {rows(ctx.db, started.job_id)[n]["status"] for n in range(1, 5)} == {"pending"}
+    with ctx.db.begin() as session:
+        session.execute(update(CHUNKS).where(CHUNKS.c.id == first).values(lease_expires_at=0))
+
+    assert drive(ctx, started) == "completed_with_errors"
+    final = rows(ctx.db, started.job_id)
+    assert [final[n]["status"] for n in range(1, 5)] == ["adopted"] * 4
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])
+
+
+def test_rows_of_a_full_product_that_were_sent_before_are_looked_up(
+    ctx: SendContext, sim_app, sim_store: Store
+) -> None:  # type: ignore[no-untyped-def]
+    # Chunk 1 gets a 5xx (its rows now "may exist"); chunk 2 then fills the product, and chunk
+    # 1's resend is refused as full: its rows are looked up before they fail.
+    sim_store.limits.product_cap = 4
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    first, second = started.publish[:2]
+    sim_app.state.api.faults = FaultProfile(http503=1.0)
+    assert send_chunk(ctx, first).chunk_state == "pending"
+    sim_app.state.api.faults = FaultProfile()
+    send_chunk(ctx, second)  # 4 created: the product is full now
+    due_now(ctx.db, first)
+    calls = sim_app.state.api.stats.calls
+    assert send_chunk(ctx, first).chunk_state == "pending"  # 11739: not final yet
+    assert {rows(ctx.db, started.job_id)[n]["status"] for n in range(1, 5)} == {"pending"}
+
+    assert drive(ctx, started) == "completed_with_errors"
+    final = rows(ctx.db, started.job_id)
+    assert [final[n]["status"] for n in range(1, 9)] == ["failed"] * 4 + ["created"] * 4
+    assert all(final[n]["error_code"] == 11739 for n in range(1, 5))
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])
+    assert sim_app.state.api.stats.calls == calls + 1  # then looked up, not sent again
+
+
+def test_cancel_leaves_a_chunk_whose_answer_was_lost_to_look_its_rows_up(
+    ctx: SendContext, sim_app, sim_store: Store
+) -> None:  # type: ignore[no-untyped-def]
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    first = started.publish[0]
+    sim_app.state.api.faults = FaultProfile(timeout_after_commit=1.0)
+    assert send_chunk(ctx, first).chunk_state == "pending"
+    sim_app.state.api.faults = FaultProfile()
+
+    with ctx.db.begin() as session:
+        assert jobs.cancel_job(session, started.job_id) == "cancelling"
+    now = rows(ctx.db, started.job_id)
+    assert [now[n]["status"] for n in range(1, 9)] == ["pending"] * 4 + ["cancelled"] * 4
+    with ctx.db.read() as session:
+        note = jobs.open_chunks_note(session, started.job_id)
+    assert note == "1 to look up rows whose answer was lost"
+
+    assert drive(ctx, started) == "cancelled"
+    final = rows(ctx.db, started.job_id)
+    assert [final[n]["status"] for n in range(1, 5)] == ["adopted"] * 4
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])
+
+
+def test_a_failing_job_waits_for_its_lost_answers_to_be_looked_up(
+    ctx: SendContext, sim_app, sim_store: Store
+) -> None:  # type: ignore[no-untyped-def]
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    sim_app.state.api.faults = FaultProfile(reset_after_commit=1.0)
+    assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
+    sim_app.state.api.faults = FaultProfile()
+
+    with ctx.db.begin() as session:
+        assert jobs.fail_job(session, started.job_id, "EnOS refused the import: Denied")
+    assert job_status(ctx.db, started.job_id) == "running"  # not final while rows may exist
+    assert drive(ctx, started) == "failed"
+    final = rows(ctx.db, started.job_id)
+    assert [final[n]["status"] for n in range(1, 9)] == ["adopted"] * 4 + ["failed"] * 4
+    assert all(final[n]["retryable"] for n in range(5, 9))
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [("timeout_after_commit", "adopted"), ("reset_before_commit", "failed")],
+)
+def test_giving_up_after_a_lost_answer_looks_the_rows_up_first(
+    db: Database, client: EnosClient, sim_app, sim_store: Store, fault: str, expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    settings = fast_settings(batch_size=4, max_attempts=1)
+    ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+    started = start_job(db, settings, meters(1, 2))
+    sim_app.state.api.faults = FaultProfile(**{fault: 1.0})
+    assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
+    sim_app.state.api.faults = FaultProfile()
+
+    drive(ctx, started)
+    final = rows(db, started.job_id)
+    assert {row["status"] for row in final.values()} == {expected}
+    if expected == "failed":
+        assert all(row["error_message"].startswith("gave up after 1") for row in final.values())
+    assert sim_app.state.api.stats.calls == 1  # the bound was kept: nothing sent again
+    assert_enos_matches_rows(sim_store, db, [started.job_id])
+
+
+def test_a_chunk_taken_over_while_it_waited_for_its_call_is_not_sent(
+    ctx: SendContext, sim_app
+) -> None:  # type: ignore[no-untyped-def]
+    started = start_job(ctx.db, ctx.settings, meters(1, 2))
+    chunk_id = started.publish[0]
+    with ctx.db.begin() as session:
+        start = send._start(session, ctx.settings, chunk_id, "w:1")
+    assert start is not None
+    # The lease ran out while this attempt waited (for its rate budget slot, say), and another
+    # worker took the chunk over: the renewal before the call fails, and no call is made.
+    with ctx.db.begin() as session:
+        session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=0))
+        assert chunks.claim(session, chunk_id, "w:2", ctx.settings.lease_s) is not None
+    plan = send.attempt(ctx, start)
+    assert sim_app.state.api.stats.calls == 0
+    with ctx.db.begin() as session:
+        assert outcome.write_outcome(session, ctx.settings, start, plan) is None
+
+
+def test_the_lease_is_renewed_right_before_the_call(ctx: SendContext) -> None:
+    started = start_job(ctx.db, ctx.settings, meters(1, 2))
+    chunk_id = started.publish[0]
+    with ctx.db.begin() as session:
+        start = send._start(session, ctx.settings, chunk_id, "w:1")
+        # Claimed long ago: the lease has 1 s left when the attempt starts.
+        session.execute(
+            update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=db_epoch() + 1)
+        )
+    assert start is not None
+    send.attempt(ctx, start)
+    with ctx.db.read() as session:
+        left = session.execute(
+            select(CHUNKS.c.lease_expires_at - db_epoch()).where(CHUNKS.c.id == chunk_id)
+        ).scalar_one()
+    assert left > ctx.settings.lease_s - 5
+
+
+def test_a_database_error_in_the_commit_gives_the_chunk_back(
+    ctx: SendContext, sim_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = start_job(ctx.db, ctx.settings, meters(1, 2))
+    real = outcome.update_outcomes
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("UPDATE import_items", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(outcome, "update_outcomes", broken)
+    with pytest.raises(OperationalError):
+        send_chunk(ctx, started.publish[0])
+    monkeypatch.setattr(outcome, "update_outcomes", real)
+    with ctx.db.read() as session:
+        chunk = session.execute(select(CHUNKS).where(CHUNKS.c.id == started.publish[0])).one()
+    assert chunk.status == "pending" and chunk.lease_expires_at is None
+    assert chunk.needs_reconcile  # the call went out: look its rows up first
+
+    assert drive(ctx, started) == "completed"
+    assert {row["status"] for row in rows(ctx.db, started.job_id).values()} == {"adopted"}
+    assert len(sim_store.assets) == 2
+
+
+class _SplitTogether(EnosClient):
+    """Every batchCreate answer is held until all workers have theirs, so that every chunk
+    splits at the same moment."""
+
+    barrier: threading.Barrier
+
+    def batch_create(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().batch_create(*args, **kwargs)
+        finally:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self.barrier.wait(timeout=5)
+
+
+def test_chunks_that_split_at_once_never_collide(
+    pg_db: Database, sim_server: str, sim_store: Store
+) -> None:
+    from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
+
+    sim_store.limits.batch_max = 3
+    settings = fast_settings(batch_size=8, max_concurrency=6)
+    with _SplitTogether(sim_server, DEMO_APP_KEY, DEMO_APP_SECRET) as client:
+        client.barrier = threading.Barrier(6)
+        ctx = SendContext(pg_db, client, settings, LocalBudget(6), owner="test-host:1")
+        started = start_job(pg_db, settings, meters(1, 48))
+        assert len(started.publish) == 6
+        with ThreadPoolExecutor(6) as pool:
+            reports = list(pool.map(lambda chunk: send_chunk(ctx, chunk), started.publish))
+        assert all(report.chunk_state == "done" for report in reports)
+        client.barrier = threading.Barrier(1)
+        queue = IntakeResult(
+            started.job_id, None, [r for report in reports for r in report.publish]
+        )
+        assert drive(ctx, queue) == "completed"
+    with pg_db.read() as session:
+        seqs = session.execute(
+            select(CHUNKS.c.seq, func.count()).group_by(CHUNKS.c.seq).having(func.count() > 1)
+        ).all()
+    assert seqs == []
+    assert len(sim_store.assets) == 48
+    assert_enos_matches_rows(sim_store, pg_db, [started.job_id])
+
+
+class _SearchDownOnce(EnosClient):
+    """The look-up after a lost answer fails once, as EnOS's search may."""
+
+    failures = 1
+
+    def find_devices(self, org_id: str, device_keys: list[str]) -> dict[str, Device]:
+        if self.failures:
+            self.failures -= 1
+            from worker.enos.errors import TransientError
+
+            raise TransientError("EnOS answered HTTP 502", sent=True)
+        return super().find_devices(org_id, device_keys)
+
+
+def test_a_failed_look_up_is_not_taken_for_an_answer_to_the_call(
+    db: Database, sim_transport, sim_app, sim_store: Store, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
+
+    api = sim_app.state.api
+    with _SearchDownOnce(
+        "http://enos.test", DEMO_APP_KEY, DEMO_APP_SECRET, transport=sim_transport
+    ) as client:
+        ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+        started = start_job(db, settings, meters(1, 3))
+        api.faults = FaultProfile(reset_after_commit=1.0)
+        assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
+        api.faults = FaultProfile()
+        due_now(db, started.publish[0])
+        # The look-up fails: nothing is sent, and the chunk still has to look its rows up.
+        assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
+        assert api.stats.calls == 1
+        with db.read() as session:
+            chunk = session.execute(select(CHUNKS).where(CHUNKS.c.id == started.publish[0])).one()
+        assert chunk.needs_reconcile
+        assert drive(ctx, started) == "completed"
+    assert {row["status"] for row in rows(db, started.job_id).values()} == {"adopted"}
+    assert api.stats.calls == 1
+
+
+def test_rows_of_a_full_product_never_sent_can_be_retried(
+    ctx: SendContext, sim_store: Store
+) -> None:
+    sim_store.limits.product_cap = 2
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    assert drive(ctx, started) == "completed_with_errors"
+    final = rows(ctx.db, started.job_id)
+    unsent = [final[n] for n in range(5, 9)]
+    assert all(r["error_message"].startswith("not sent: ") for r in unsent)
+    assert all(r["retryable"] and r["error_code"] == 11739 and r["attempts"] == 0 for r in unsent)
+
+    sim_store.limits.product_cap = 100  # the operator raised the product's room
+    with ctx.db.begin() as session:
+        assert jobs.retry_job(session, started.job_id, ctx.settings.batch_size) == 6
+        again = chunks.publish_due(session, started.job_id, 4, 1.0)
+    assert drive(ctx, IntakeResult(started.job_id, None, again)) == "completed"
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])

@@ -84,6 +84,18 @@ def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
     return None if row is None else int(row[0])
 
 
+def holds_intake(session: Session, job_id: str, token: int) -> bool:
+    """Whether the intake holding ``token`` is still the job's (not taken over, not ended)."""
+    row = session.connection().execute(
+        select(JOBS.c.id).where(
+            JOBS.c.id == job_id,
+            JOBS.c.intake_token == token,
+            JOBS.c.status == JobStatus.VALIDATING,
+        )
+    )
+    return row.first() is not None
+
+
 def complete_intake(
     session: Session,
     job_id: str,

@@ -70,6 +70,8 @@ def cluster(
     """A Celery worker (prefork, 4 processes) and Celery beat on the session's PostgreSQL
     database (emptied first, by ``pg_db``) and the tests' Redis database (flushed first)."""
     env = process_env(simulator.url, pg_db.url, redis_url)
+    # Queued paths must be inside a source root: the test's working directory is the one.
+    env["ENOS_IMPORT_SOURCE_ROOTS"] = str(workdir)
     celery = str(BIN / "celery")
     worker = start(
         "celery-worker",

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
+from kombu.entity import Exchange, Queue
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.celery_app import QUEUE, app
 from worker.db.models import JOBS, JobStatus
-from worker.importer import boundary, jobs
+from worker.importer import boundary, events, jobs
 from worker.importer.send import send_chunk
 from worker.importer.submit import create, job_options, run_intake
 from worker.importer.sweeper import sweep
@@ -38,6 +39,15 @@ def publish_chunks(ids: list[int]) -> None:
             app.send_task("enos_import.send_chunk", args=[chunk_id], queue=QUEUE)
         except Exception as exc:
             log.warning("chunk.publish_failed", chunk_id=chunk_id, error=str(exc))
+
+
+def publish_event(task: str, queue: str, kwargs: dict[str, Any]) -> None:
+    """Publishes a completion event (or an internal follow-up) through the nameless exchange,
+    straight to the list of ``queue``, as every message of this service."""
+    app.send_task(task, kwargs=kwargs, queue=Queue(queue, Exchange(""), routing_key=queue))
+
+
+events.set_publisher(publish_event, QUEUE)
 
 
 def restart_intake(job_id: str, source: str, org_id: str, options: dict[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from worker.db.models import (
     JobStatus,
     KeySource,
 )
-from worker.importer import chunks
+from worker.importer import chunks, events
 from worker.importer.answers import NO_KEY_MESSAGE
 from worker.importer.intake import IntakeSummary, plan_chunks
 
@@ -132,7 +132,9 @@ def complete_intake(
     )
     if not result.rowcount:
         return False
-    if summary.rows and summary.chunks == 0:
+    if summary.rows == 0:
+        events.job_finished(session, job_id, JobStatus.FAILED)
+    elif summary.chunks == 0:
         finish_if_done(session, job_id)
     return True
 
@@ -173,7 +175,10 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
         .where(JOBS.c.id == job_id, JOBS.c.status == job.status)
         .values(status=final, finished_at=func.now())
     )
-    return final if result.rowcount else None
+    if not result.rowcount:
+        return None
+    events.job_finished(session, job_id, final)
+    return final
 
 
 def fail_job(session: Session, job_id: str, message: str) -> bool:
@@ -212,6 +217,7 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
         .where(CHUNKS.c.job_id == job_id, CHUNKS.c.status == ChunkStatus.PENDING)
         .values(status=ChunkStatus.DONE, last_error=message)
     )
+    events.job_finished(session, job_id, JobStatus.FAILED)
     return True
 
 
@@ -255,11 +261,13 @@ def cancel_job(session: Session, job_id: str) -> str | None:
             )
         )
     # A job cancelled before its intake ended has nothing in flight.
-    session.connection().execute(
+    ended = session.connection().execute(
         update(JOBS)
         .where(JOBS.c.id == job_id, JOBS.c.total == 0, JOBS.c.status == JobStatus.CANCELLING)
         .values(status=JobStatus.CANCELLED, finished_at=func.now())
     )
+    if ended.rowcount:
+        events.job_finished(session, job_id, JobStatus.CANCELLED)
     return finish_if_done(session, job_id) or JobStatus.CANCELLING
 
 

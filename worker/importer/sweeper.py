@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from worker.db.clock import db_epoch
 from worker.db.models import JOBS, JobStatus, ServiceBeat
 from worker.db.session import Database
-from worker.importer import chunks, jobs
+from worker.importer import chunks, events, jobs
 from worker.logs import get_logger
 from worker.settings import Settings
 
@@ -32,6 +32,7 @@ class SweepReport:
     finished: dict[str, str] = field(default_factory=dict)
     intakes_restarted: list[str] = field(default_factory=list)
     intakes_failed: list[str] = field(default_factory=list)
+    events_published: int = 0
 
 
 def sweep(
@@ -105,6 +106,7 @@ def sweep(
                 session, job_id, "the intake of the file stopped before it ended; submit again"
             ):
                 report.intakes_failed.append(job_id)
+    report.events_published = events.publish_pending(db)
     if report.published or report.finished:
         log.info(
             "sweep.done",

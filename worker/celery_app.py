@@ -12,6 +12,7 @@ import gc
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import setup_logging, worker_init
 from kombu.entity import Exchange, Queue
 
@@ -66,14 +67,24 @@ def configure(app: Celery, settings: Settings) -> None:
         worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        beat_schedule={
-            "enos_import.sweep": {
-                "task": "enos_import.sweep",
-                "schedule": settings.sweep_interval_s,
-                "options": {"expires": settings.sweep_interval_s * 3},
-            },
-        },
+        beat_schedule=_beat_schedule(settings),
+        # Crontab schedules (the inbox scan) are read in this time zone.
+        timezone=settings.inbox_timezone,
     )
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    schedule: dict[str, dict[str, Any]] = {
+        "enos_import.sweep": {
+            "task": "enos_import.sweep",
+            "schedule": settings.sweep_interval_s,
+            "options": {"expires": settings.sweep_interval_s * 3},
+        },
+    }
+    if settings.inbox_dir is not None:
+        when: Any = settings.inbox_scan_interval_s or crontab(*settings.inbox_schedule.split())
+        schedule["enos_import.scan_inbox"] = {"task": "enos_import.scan_inbox", "schedule": when}
+    return schedule
 
 
 def _time_limits(settings: Settings) -> dict[str, dict[str, float]]:
@@ -94,7 +105,7 @@ def _time_limits(settings: Settings) -> dict[str, dict[str, float]]:
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
-    app = Celery("enos_import", include=["worker.tasks"])
+    app = Celery("enos_import", include=["worker.tasks", "worker.inbox.tasks"])
     configure(app, settings or get_settings())
     return app
 

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         default="0 2 * * *", description="Crontab of the inbox scan (Celery beat)."
     )
     inbox_timezone: str = Field(default="UTC", description="Time zone of INBOX_SCHEDULE.")
+    inbox_scan_interval_s: float = Field(
+        default=0.0, ge=0, description="Scan every N seconds instead of INBOX_SCHEDULE (0: off)."
+    )
     inbox_settle_s: float = Field(
         default=60.0, ge=0, description="A file must keep its size and mtime this long."
     )

@@ -51,6 +51,13 @@ events.set_publisher(publish_event, QUEUE)
 
 
 def restart_intake(job_id: str, source: str, org_id: str, options: dict[str, Any]) -> bool:
+    if options.get("source_kind") == "inbox":  # the inbox's own intake (worker/inbox/tasks.py)
+        try:
+            app.send_task("enos_import.ingest_inbox_file", args=[job_id], queue=QUEUE)
+        except Exception as exc:
+            log.warning("intake.restart_failed", job_id=job_id, error=str(exc))
+            return False
+        return True
     if options.get("source_kind") != "path":
         return False  # inline devices live in their message, which the broker redelivers
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,13 +131,7 @@ class _FileSource(Source):
         return self.opened.rewound()
 
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        handle, size = self._stream(), 0
-        while block := handle.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-        self.opened.check_unchanged(size)
-        return digest.hexdigest()
+        return self.opened.sha256()
 
     def _check_unchanged(self) -> None:
         """Called once every row was read: raises :class:`SourceError` if the file changed."""

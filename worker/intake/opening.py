@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 import weakref
@@ -24,6 +25,10 @@ from worker.intake.excerpt import excerpt
 # O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever; the fstat check
 # refuses it right after. O_NOFOLLOW: a symlink at the last component fails with ELOOP.
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class SourcePermissionError(SourceError):
+    """The file may not be read by this process (yet): a condition to retry, not a verdict."""
 
 
 @dataclass
@@ -67,6 +72,16 @@ class OpenedFile:
                 "read; submit again"
             )
 
+    def sha256(self) -> str:
+        """The content hash, read through this handle; refused if the file changed."""
+        digest = hashlib.sha256()
+        handle, size = self.rewound(), 0
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+        self.check_unchanged(size)
+        return digest.hexdigest()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.handle.close()
@@ -81,7 +96,7 @@ def open_regular(path: Path, max_bytes: int | None = None) -> OpenedFile:
     except FileNotFoundError:
         raise SourceError(f"{shown}: no such file") from None
     except PermissionError:
-        raise SourceError(f"{shown}: permission denied") from None
+        raise SourcePermissionError(f"{shown}: permission denied") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise SourceError(f"{shown}: is a symbolic link; name the file itself") from None

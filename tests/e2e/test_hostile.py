@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.processes import wait_until
-from tests.e2e.services import job_status, outcomes
+from tests.e2e.services import job_ids, job_status, outcomes
 from tests.e2e.test_submit_task import publish, wait_final
 from worker.db.session import Database
 
@@ -151,11 +151,23 @@ def test_hostile_inputs_fail_clearly_in_bounded_memory(cluster: Cluster, pg_db: 
     for job in (*final.values(), replaced):
         assert not any(s in str(job["last_error"]) for s in secrets), job
 
+    # Without a job id, a malformed message is logged and dropped: no job, no redelivery.
+    before = len(job_ids(pg_db))
+    publish(cluster, "name", {"source": {"path": "/etc/passwd"}, "org_id": "o-demo"})
+    wait_until(lambda: _dropped(cluster), "the worker to drop the message", 30, cluster.processes)
+    assert len(job_ids(pg_db)) == before
+
     # The same worker goes on with a normal job.
     (work / "normal.csv").write_bytes(HEADER + b"pk-meter,hostile-after,After,+08:00\n")
     normal = wait_final(cluster, submit(cluster, str(work / "normal.csv")))
     assert (normal["status"], normal["created"]) == ("completed", 1)
     cluster.worker.check_alive()
+
+
+def _dropped(cluster: Cluster) -> bool:
+    """The worker logged a refused message that had no job (its line names no job_id)."""
+    lines = cluster.worker.log.read_text(errors="replace").splitlines()
+    return any("submit.refused" in line and "job_id" not in line for line in lines)
 
 
 def _replaced_while_read(cluster: Cluster, db: Database) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
-from worker.db.inserts import insert_or_ignore, upsert
 from worker.db.models import INBOX_FILES, SIGHTINGS
 from worker.db.session import Database
+from worker.db.upsert import insert_ignore, upsert
 from worker.importer import boundary, jobs
 from worker.importer.submit import job_options
 from worker.inbox import filing, folders
@@ -138,7 +138,13 @@ def _settled(
             "mtime_ns": info.st_mtime_ns,
             "seen_at": db_epoch(),
         }
-        upsert(session, SIGHTINGS, values, ["org_id", "name"])
+        upsert(
+            session,
+            SIGHTINGS,
+            values,
+            ["org_id", "name"],
+            lambda new: {c: new[c] for c in ("size", "mtime_ns", "seen_at")},
+        )
     return settings.inbox_settle_s <= 0
 
 
@@ -200,18 +206,19 @@ def _claim_in(
 ) -> tuple[str | None, str, str] | None:
     """Claims (org, content) and creates its job, in the caller's transaction; returns the
     earlier claim's (job, name, state) when the content was claimed before."""
-    row_id = insert_or_ignore(
+    claimed = insert_ignore(
         session,
         INBOX_FILES,
         {"org_id": org_id, "name": name, "content_sha256": sha256, "size": size, "state": CLAIMED},
     )
-    if row_id is None:
-        earlier = session.execute(
-            select(INBOX_FILES.c.job_id, INBOX_FILES.c.name, INBOX_FILES.c.state).where(
-                INBOX_FILES.c.org_id == org_id, INBOX_FILES.c.content_sha256 == sha256
-            )
-        ).one()
-        return earlier.job_id, earlier.name, earlier.state
+    row = session.execute(
+        select(
+            INBOX_FILES.c.id, INBOX_FILES.c.job_id, INBOX_FILES.c.name, INBOX_FILES.c.state
+        ).where(INBOX_FILES.c.org_id == org_id, INBOX_FILES.c.content_sha256 == sha256)
+    ).one()
+    if not claimed:
+        return row.job_id, row.name, row.state
+    row_id = row.id
     options = job_options(settings, require_secret=False, intake="inbox")
     options["source_kind"] = "inbox"
     jobs.create_job(session, job_id, org_id, f"inbox:{org_id}/{name}", options)

@@ -102,7 +102,9 @@ def test_the_inbox_imports_each_content_once(cluster: Cluster, pg_db: Database) 
         wait_until(lambda: _claims(pg_db), "a first claim", 60, cluster.processes)
         os.killpg(cluster.worker.popen.pid, signal.SIGKILL)  # mid-scan, mid-intake: whatever
         worker2 = start_worker(cluster.env, cluster.workdir, "celery-worker-2")
-        run_cli(["inbox", "scan", "--no-wait"], cluster.env, cluster.workdir, 60)
+        scanned = run_cli(["inbox", "scan", "--no-wait"], cluster.env, cluster.workdir, 60)
+        assert scanned.returncode == 0, scanned.stderr
+        assert "taken" in scanned.stderr
         grower.join()
         watched = [worker2, cluster.beat, beat2, consumer, cluster.simulator.proc]
         wait_until(lambda: _all_filed(inbox), "every file filed", 100, watched)
@@ -149,6 +151,15 @@ def test_the_inbox_imports_each_content_once(cluster: Cluster, pg_db: Database) 
             job["status"], job["source"], job["total"], job["created"],
         )  # fmt: skip
     assert notified == {f"{j['job_id']} {j['status']}" for j in jobs.values()}
+
+    shown = run_cli(["inbox", "status"], cluster.env, cluster.workdir, 60)
+    assert shown.returncode == 0, shown.stderr
+    for name, state in (("a-good.csv", "filed"), ("b-copy.csv", "duplicate"),
+                        ("link.csv", "refused"), ("binary.csv", "filed")):  # fmt: skip
+        assert any(name in line and state in line for line in shown.stdout.splitlines()), (
+            name,
+            shown.stdout,
+        )
 
 
 def _start_consumer(cluster: Cluster) -> Any:

@@ -44,67 +44,80 @@ class _GuardedReader:
         return data
 
 
-class _Item:
-    """One item being assembled: a stack of open containers, or only a depth while skipped."""
-
-    def __init__(self, limits: IntakeLimits) -> None:
-        self.max_depth = limits.max_json_depth
-        self.max_bytes = limits.max_item_bytes
-        self.stack: list[Any] = []
-        self.keys: list[str | None] = []
-        self.depth = 0
-        self.size = 0
-        self.problem: str | None = None
-        self.value: Any = None
-
-    def event(self, kind: str, value: Any) -> bool:
-        """Feeds one event; ``True`` once the item is complete."""
-        if kind in ("start_map", "start_array"):
-            self.depth += 1
-            if self.problem is None and self.depth > self.max_depth:
-                self._skip(f"nested deeper than {self.max_depth} levels")
-            if self.problem is None:
-                self._open({} if kind == "start_map" else [])
-            return False
-        if kind in ("end_map", "end_array"):
-            self.depth -= 1
-            if self.problem is None:
-                self._close()
-            return self.depth == 0
-        self.size += 8 + (len(value) if isinstance(value, str) else 0)
-        if self.problem is None and self.size > self.max_bytes:
-            self._skip(f"larger than {self.max_bytes} bytes (16 x ENOS_IMPORT_MAX_FIELD_CHARS)")
-        if self.problem is not None:
-            return self.depth == 0
+def _item(
+    kind: str,
+    value: Any,
+    events: Iterator[tuple[str, Any]],
+    guard: _GuardedReader,
+    limits: IntakeLimits,
+) -> tuple[Any, str | None]:
+    """Assembles the item that starts with event ``(kind, value)`` from the following events
+    (one loop, no call per event: this is the hot path of JSON intake). Past the depth or size
+    limit, the containers built so far are dropped and only the depth is followed to the item's
+    end."""
+    if kind == "start_map":
+        stack: list[Any] = [{}]
+    elif kind == "start_array":
+        stack = [[]]
+    else:
+        return value, None  # a scalar item: the row's checks say what is wrong with it
+    max_depth, max_bytes = limits.max_json_depth, limits.max_item_bytes
+    keys: list[Any] = [None]
+    depth, size = 1, 0
+    problem: str | None = None
+    for kind, value in events:
+        guard.quiet = 0
         if kind == "map_key":
-            self.keys[-1] = value
-            return False
-        self._put(value)
-        return self.depth == 0
-
-    def _skip(self, problem: str) -> None:
-        self.problem = problem
-        self.stack.clear()
-        self.keys.clear()
-
-    def _open(self, container: Any) -> None:
-        self.stack.append(container)
-        self.keys.append(None)
-
-    def _close(self) -> None:
-        container = self.stack.pop()
-        self.keys.pop()
-        self._put(container)
-
-    def _put(self, value: Any) -> None:
-        if not self.stack:
-            self.value = value
-            return
-        parent = self.stack[-1]
-        if isinstance(parent, list):
-            parent.append(value)
+            size += 8 + len(value)
+            keys[-1] = value
+        elif kind == "start_map" or kind == "start_array":
+            depth += 1
+            size += 8
+            stack.append({} if kind == "start_map" else [])
+            keys.append(None)
+        elif kind == "end_map" or kind == "end_array":
+            depth -= 1
+            done = stack.pop()
+            keys.pop()
+            if depth == 0:
+                return (None, problem) if problem else (done, None)
+            parent = stack[-1]
+            if type(parent) is list:
+                parent.append(done)
+            else:
+                parent[keys[-1]] = done
+            continue
         else:
-            parent[self.keys[-1]] = value
+            size += 8 + len(value) if type(value) is str else 8
+            parent = stack[-1]
+            if type(parent) is list:
+                parent.append(value)
+            else:
+                parent[keys[-1]] = value
+        if problem is None and (depth > max_depth or size > max_bytes):
+            problem = (
+                f"nested deeper than {max_depth} levels"
+                if depth > max_depth
+                else f"larger than {max_bytes} bytes (16 x ENOS_IMPORT_MAX_FIELD_CHARS)"
+            )
+        if problem is not None:
+            return None, _skip(depth, events, guard, problem)
+    return None, problem  # the document ended inside the item: the parser raises first
+
+
+def _skip(
+    depth: int, events: Iterator[tuple[str, Any]], guard: _GuardedReader, problem: str
+) -> str:
+    """Follows the rest of a refused item by its depth alone, building nothing."""
+    for kind, _ in events:
+        guard.quiet = 0
+        if kind == "start_map" or kind == "start_array":
+            depth += 1
+        elif kind == "end_map" or kind == "end_array":
+            depth -= 1
+            if depth == 0:
+                break
+    return problem
 
 
 def json_items(handle: IO[bytes], limits: IntakeLimits) -> Iterator[tuple[Any, str | None]]:
@@ -116,19 +129,10 @@ def json_items(handle: IO[bytes], limits: IntakeLimits) -> Iterator[tuple[Any, s
     depth = 0  # of the document, outside items
     in_list_at: int | None = None  # the depth of the container whose values are items
     key: str | None = None
-    item: _Item | None = None
     for kind, value in events:
         guard.quiet = 0
-        if item is not None:
-            if item.event(kind, value):
-                yield (None, item.problem) if item.problem else (item.value, None)
-                item = None
-            continue
-        if in_list_at is not None and depth == in_list_at and kind not in ("end_array",):
-            item = _Item(limits)
-            if item.event(kind, value):
-                yield (None, item.problem) if item.problem else (item.value, None)
-                item = None
+        if in_list_at is not None and depth == in_list_at and kind != "end_array":
+            yield _item(kind, value, events, guard, limits)
             continue
         if kind in ("start_map", "start_array"):
             depth += 1

@@ -179,3 +179,19 @@ def test_an_unreadable_file_fails_its_job_and_is_filed_with_the_reason(
     error = (inbox / ORG / "failed" / "garbage.error.txt").read_text()
     assert error.startswith(f"job {job_id} failed:")
     assert (inbox / ORG / "failed" / "garbage.results.csv").exists()
+
+
+def test_per_org_options_apply_to_its_jobs_and_a_bad_file_holds_its_files(
+    db: Database, client: EnosClient, sim_store: Store, inbox: Path
+) -> None:
+    folder = inbox / ORG
+    (folder / ".enos-import.json").write_text('{"key_mode": "platform", "format": "csv"}')
+    (folder / "d.csv").write_text(rows_csv("m-0001"))
+    runner = Runner(db, client, settings_for(inbox))
+    assert runner.scan().taken == []
+    assert (folder / "d.csv").exists()  # held, not refused: the operator fixes the options
+    (folder / ".enos-import.json").write_text('{"key_mode": "platform", "require_secret": true}')
+    job_id = runner.scan().taken[0]
+    with db.read() as session:
+        options = session.execute(select(JOBS.c.options).where(JOBS.c.id == job_id)).scalar()
+    assert (options["key_mode"], options["require_secret"]) == ("platform", True)

@@ -67,13 +67,14 @@ def parse_submit(
         )
     if not isinstance(org_id, str) or not 0 < len(org_id) <= MAX_ORG_ID:
         problems.append(f"org_id must be a string of 1-{MAX_ORG_ID} characters")
-    problems.extend(_option_problems(options))
+    problems.extend(option_problems(options))
     if problems:
         raise Refused("malformed message: " + "; ".join(problems))
     return SubmitMessage(source, org_id, dict(options or {}), job_id_of(job_id))
 
 
-def _option_problems(options: Any) -> list[str]:
+def option_problems(options: Any) -> list[str]:
+    """What is wrong with a message's ``options`` (also used for the inbox's per-org file)."""
     if options is None:
         return []
     if not isinstance(options, dict):

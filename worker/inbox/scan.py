@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from worker.importer import boundary, jobs
 from worker.importer.submit import job_options
 from worker.inbox import filing, folders
 from worker.inbox.filing import CLAIMED, DUPLICATE, IN_PROGRESS, REFUSED, inbox_root
+from worker.inbox.org_options import OrgOptionsError, read_org_options
 from worker.intake.base import SourceError
 from worker.intake.opening import SourcePermissionError, open_regular
 from worker.logs import get_logger
@@ -46,20 +48,35 @@ class ScanReport:
     filed: list[str] = field(default_factory=list)  # job ids whose files were put away
 
 
+@dataclass
+class _Pass:
+    """What one scan works with."""
+
+    db: Database
+    settings: Settings
+    report: ScanReport
+    start_intake: Callable[[str], None]
+
+
+@dataclass
+class _Org:
+    org_id: str
+    refusal: str | None  # why its files are refused (an org not allowed)
+    options: dict[str, Any]  # from its .enos-import.json
+
+
 def scan(db: Database, settings: Settings, start_intake: Callable[[str], None]) -> ScanReport:
     """One pass over every org folder; ``start_intake(job_id)`` queues the intake of a file
     taken (after its claim committed)."""
     inbox = inbox_root(settings)
-    report = ScanReport()
+    run = _Pass(db, settings, ScanReport(), start_intake)
     for org_folder in folders.org_folders(inbox):
-        org_id = org_folder.name
-        try:
-            boundary.check_org(settings, org_id)
-            refusal = None
-        except boundary.Refused as exc:
-            refusal = str(exc)
+        org = _org(settings, org_folder)
+        if org is None:
+            continue
         for entry in folders.candidates(org_folder):
-            _look(db, settings, org_id, Path(entry.path), refusal, report, start_intake)
+            _look(run, org, Path(entry.path))
+    report = run.report
     report.filed = filing.file_finished(db, settings)
     log.info(
         "inbox.scanned",
@@ -73,15 +90,24 @@ def scan(db: Database, settings: Settings, start_intake: Callable[[str], None]) 
     return report
 
 
-def _look(
-    db: Database,
-    settings: Settings,
-    org_id: str,
-    path: Path,
-    refusal: str | None,
-    report: ScanReport,
-    start_intake: Callable[[str], None],
-) -> None:
+def _org(settings: Settings, folder: Path) -> _Org | None:
+    """The org of a folder, or ``None`` while its options file is invalid (its files wait)."""
+    try:
+        boundary.check_org(settings, folder.name)
+        refusal = None
+    except boundary.Refused as exc:
+        refusal = str(exc)
+    try:
+        options = read_org_options(folder)
+    except OrgOptionsError as exc:
+        log.error("inbox.org_options_invalid", org_id=folder.name, error=str(exc))
+        return None
+    return _Org(folder.name, refusal, options)
+
+
+def _look(run: _Pass, org: _Org, path: Path) -> None:
+    db, settings, report = run.db, run.settings, run.report
+    org_id, refusal = org.org_id, org.refusal
     label = f"{org_id}/{path.name}"
     try:
         info = os.lstat(path)
@@ -104,7 +130,7 @@ def _look(
     if not _settled(db, settings, org_id, path.name, info):
         report.waiting.append(label)
         return
-    _claim(db, settings, org_id, path, report, start_intake)
+    _claim(run, org, path)
 
 
 def _in_progress(session: Session, org_id: str, name: str) -> bool:
@@ -148,14 +174,8 @@ def _settled(
     return settings.inbox_settle_s <= 0
 
 
-def _claim(
-    db: Database,
-    settings: Settings,
-    org_id: str,
-    path: Path,
-    report: ScanReport,
-    start_intake: Callable[[str], None],
-) -> None:
+def _claim(run: _Pass, org: _Org, path: Path) -> None:
+    db, settings, report, org_id = run.db, run.settings, run.report, org.org_id
     label = f"{org_id}/{path.name}"
     try:
         opened = open_regular(path, settings.max_file_bytes)
@@ -178,11 +198,11 @@ def _claim(
         opened.close()
     job_id = str(uuid.uuid4())
     with db.begin() as session:
-        earlier = _claim_in(session, settings, org_id, path.name, sha256, size, job_id)
+        earlier = _claim_in(session, settings, org, path.name, sha256, size, job_id)
     if earlier is None:
         log.info("inbox.taken", file=label, job_id=job_id)
         report.taken.append(job_id)
-        start_intake(job_id)
+        run.start_intake(job_id)
         return
     earlier_job, earlier_name, earlier_state = earlier
     if earlier_name == path.name and earlier_state in IN_PROGRESS:
@@ -198,7 +218,7 @@ def _claim(
 def _claim_in(
     session: Session,
     settings: Settings,
-    org_id: str,
+    org: _Org,
     name: str,
     sha256: str,
     size: int,
@@ -206,6 +226,7 @@ def _claim_in(
 ) -> tuple[str | None, str, str] | None:
     """Claims (org, content) and creates its job, in the caller's transaction; returns the
     earlier claim's (job, name, state) when the content was claimed before."""
+    org_id = org.org_id
     claimed = insert_ignore(
         session,
         INBOX_FILES,
@@ -219,7 +240,12 @@ def _claim_in(
     if not claimed:
         return row.job_id, row.name, row.state
     row_id = row.id
-    options = job_options(settings, require_secret=False, intake="inbox")
+    options = job_options(
+        settings,
+        require_secret=bool(org.options.get("require_secret", False)),
+        intake="inbox",
+        key_mode=org.options.get("key_mode"),
+    )
     options["source_kind"] = "inbox"
     jobs.create_job(session, job_id, org_id, f"inbox:{org_id}/{name}", options)
     jobs.claim_intake_deadline(session, job_id, settings.lease_s)

@@ -195,3 +195,26 @@ def test_per_org_options_apply_to_its_jobs_and_a_bad_file_holds_its_files(
     with db.read() as session:
         options = session.execute(select(JOBS.c.options).where(JOBS.c.id == job_id)).scalar()
     assert (options["key_mode"], options["require_secret"]) == ("platform", True)
+
+
+def test_a_file_not_readable_now_stays_and_is_taken_by_a_later_scan(
+    db: Database,
+    client: EnosClient,
+    sim_store: Store,
+    inbox: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.inbox import scan as scan_module
+    from worker.intake.opening import SourcePermissionError, open_regular
+
+    def denied(path: Path, max_bytes: int | None = None) -> Any:
+        raise SourcePermissionError(f"{path}: permission denied")
+
+    (inbox / ORG / "d.csv").write_text(rows_csv("m-0001"))
+    runner = Runner(db, client, settings_for(inbox))
+    monkeypatch.setattr(scan_module, "open_regular", denied)  # tests run as root: no chmod
+    report = runner.scan()
+    assert (report.taken, report.left) == ([], [f"{ORG}/d.csv"])
+    assert (inbox / ORG / "d.csv").exists()
+    monkeypatch.setattr(scan_module, "open_regular", open_regular)
+    assert len(runner.scan().taken) == 1

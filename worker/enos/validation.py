@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from worker.intake.excerpt import EXCERPT_CHARS, excerpt
+
 DEVICE_KEY_RE = re.compile(r"[A-Za-z0-9._-]{4,64}")
 UTC_OFFSET_RE = re.compile(r"[+-](?:0\d|1[0-4]):[0-5]\d")
 TAG_KEY_RE = re.compile(r"[A-Za-z0-9_/-]{1,50}")
@@ -229,10 +231,10 @@ def _type_name(value: Any) -> str:
     )
 
 
-def _shown(value: Any, limit: int = 40) -> str:
+def _shown(value: Any, limit: int = EXCERPT_CHARS) -> str:
     """A rejected value in a message: escaped, and cut short (input is untrusted)."""
     if isinstance(value, str):
-        return repr(value[:limit]) + ("…" if len(value) > limit else "")
+        return excerpt(value, limit)
     if isinstance(value, int | float | bool) or value is None:
         return repr(value)[:limit]
     return type(value).__name__

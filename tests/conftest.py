@@ -85,8 +85,8 @@ def sim_server(sim_app) -> Iterator[str]:  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------------------------------- databases
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TABLES = (
-    "import_items, import_chunks, import_full_products, import_jobs, import_org_batch_limits, "
-    "import_service_beats"
+    "import_job_events, import_inbox_files, import_inbox_sightings, import_items, import_chunks, "
+    "import_full_products, import_jobs, import_org_batch_limits, import_service_beats"
 )
 
 

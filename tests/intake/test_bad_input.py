@@ -569,7 +569,7 @@ def test_wrong_json_types_are_invalid_rows_naming_their_line(tmp_path: Path) -> 
         assert got[4] == "line 4: deviceAttributes: must be an object of attribute id to value"
         assert got[5] == "line 5: deviceTags: must be an object of tag key to string value"
         assert str(got[6]).startswith("line 6: timezone: 8 is neither a UTC offset")
-        assert got[8] == "line 8: cannot be stored as JSON (Recursion limit reached)"
+        assert got[8] == "line 8: nested deeper than 32 levels"
 
 
 def test_json_with_too_many_columns(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def cluster_env(workdir: Path) -> dict[str, str]:
         "ENOS_IMPORT_ON_FINISH_TASK": "consumer.job_done",
         "ENOS_IMPORT_ON_FINISH_QUEUE": "consumer_events",
         # Short leases: an intake cut by the SIGKILL is started again within seconds.
-        "ENOS_IMPORT_READ_TIMEOUT_S": "5",
+        "ENOS_IMPORT_READ_TIMEOUT_S": "4",
+        "ENOS_IMPORT_CONNECT_TIMEOUT_S": "2",
         "ENOS_IMPORT_LEASE_S": "10",
     }
 

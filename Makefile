@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
-.PHONY: install demo test test-faults lint fmt typecheck simulator bench migrate all clean
+.PHONY: install demo test test-fuzz test-faults lint fmt typecheck simulator bench migrate all clean
 
 all: lint typecheck test
 
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# The property tests with fresh examples, many more of them (hypothesis profile "fuzz").
+test-fuzz: install
+	$(BIN)/pytest -q tests/intake/test_bad_input_properties.py --hypothesis-profile=fuzz
 
 test-faults: install
 	$(BIN)/python -m tests.faults.scenario --devices 100000 --write-docs

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from worker.enos.client import EnosClient
 from worker.simulator.api import SimConfig
@@ -21,6 +22,14 @@ for _name in [n for n in os.environ if n.startswith("ENOS_IMPORT_")]:
     del os.environ[_name]
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests: a developer's run draws fresh examples and replays the failures it kept; CI
+# draws the same examples every time (a submission fails for what it changed, not for a new
+# draw), and keeps no database; `make test-fuzz` draws fresh and many more.
+settings.register_profile("dev", max_examples=60)
+settings.register_profile("ci", max_examples=60, derandomize=True, database=None, print_blob=True)
+settings.register_profile("fuzz", max_examples=2_000)
+settings.load_profile("ci" if CI else "dev")
 
 
 @pytest.fixture(scope="session")

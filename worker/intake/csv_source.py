@@ -65,23 +65,26 @@ class CsvSource(_FileSource):
         last_line = reader.line_num
         while True:
             start = last_line + 1
+            error: csv.Error | None = None
             try:
                 cells = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                last_line = reader.line_num
-                lines.forget(last_line)
-                problem = _record_error(exc, start, last_line, self.limits.max_field_chars)
-                yield SourceRow(start, {}, None, [problem])
-                continue
+                cells, error = [], exc
             last_line = reader.line_num
-            if not cells or all(not c.strip() for c in cells):
+            if error is None and (not cells or all(not c.strip() for c in cells)):
                 lines.forget(last_line)
                 continue
+            # An unreadable record is a row too: MAX_ROWS bounds every row a file yields.
             if not self._check_rows(count, start):
                 return
             count += 1
+            if error is not None:
+                lines.forget(last_line)
+                problem = _record_error(error, start, last_line, self.limits.max_field_chars)
+                yield SourceRow(start, {}, None, [problem])
+                continue
             problems = lines.problems(start, last_line)
             if len(cells) > width:
                 problems.append(

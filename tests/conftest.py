@@ -57,12 +57,12 @@ def sim_config() -> SimConfig:
 
 
 @pytest.fixture
-def sim_app(sim_store: Store, sim_config: SimConfig):  # type: ignore[no-untyped-def]
+def sim_app(sim_store: Store, sim_config: SimConfig):
     return create_app(sim_store, sim_config, FaultProfile())
 
 
 @pytest.fixture
-def sim_transport(sim_app) -> Iterator[InProcessTransport]:  # type: ignore[no-untyped-def]
+def sim_transport(sim_app) -> Iterator[InProcessTransport]:
     transport = InProcessTransport(sim_app)
     yield transport
     transport.close()
@@ -85,7 +85,7 @@ def client(sim_transport: InProcessTransport) -> Iterator[EnosClient]:
 
 
 @pytest.fixture
-def sim_server(sim_app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def sim_server(sim_app) -> Iterator[str]:
     """The simulator as a real uvicorn server on a free loopback port; yields its base URL."""
     with serve_in_thread(sim_app) as url:
         yield url
@@ -141,7 +141,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def db(request: pytest.FixtureRequest):
     """The import database, on PostgreSQL and on SQLite, emptied before each test."""
     from sqlalchemy import text
 
@@ -160,7 +160,7 @@ def db(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def pg_db(pg_url: str):  # type: ignore[no-untyped-def]
+def pg_db(pg_url: str):
     """The PostgreSQL import database alone, emptied before the test."""
     from sqlalchemy import text
 

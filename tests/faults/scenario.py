@@ -376,7 +376,7 @@ class Scenario:
             if row.status == "review":
                 if row.device_key is not None:
                     problems.append(f"line {row.line_no}: review for a row with its own key")
-                claimed.update(d["assetId"] for d in on_enos)  # type: ignore[misc]
+                claimed.update(d["assetId"] for d in on_enos)
                 continue
             if len(on_enos) != 1:
                 problems.append(f"line {row.line_no}: {row.status} but {len(on_enos)} on EnOS")

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from hypothesis import settings
 
+from tests.harness.services import postgres_admin_url, redis_server_url
 from worker.enos.client import EnosClient
 from worker.simulator.api import SimConfig
 from worker.simulator.app import create_app
@@ -92,33 +93,39 @@ def sim_server(sim_app) -> Iterator[str]:
 
 
 # ----------------------------------------------------------------------------------- databases
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TABLES = "import_items, import_chunks, import_jobs, import_org_batch_limits, import_service_beats"
 
 
-def _service_missing(what: str, exc: Exception) -> None:
-    message = f"{what} is not reachable: {exc}"
-    if CI:
-        pytest.fail(message)
-    pytest.skip(message)
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """The PostgreSQL server of this session: the machine's on 127.0.0.1:5432, or else a
+    private one (see tests/harness/services.py). Every PostgreSQL URL of the tests starts here."""
+    with postgres_admin_url() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def pg_url(worker_tag: str) -> Iterator[str]:
+def redis_server() -> Iterator[str]:
+    """The Redis server of this session (``redis://host:port``): the machine's on
+    127.0.0.1:6379, or else a private one. Every Redis URL of the tests starts here."""
+    with redis_server_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str, worker_tag: str) -> Iterator[str]:
     """A PostgreSQL database of this test session, migrated once."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
     from worker.db.migrate import upgrade
 
     name = f"enos_import_test_{worker_tag}"
-    try:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        _service_missing("PostgreSQL on 127.0.0.1:5432", exc)
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     yield url
     with admin.connect() as conn:
@@ -174,16 +181,13 @@ def pg_db(pg_url: str):
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """A Redis database number of the tests' own on the shared server, flushed first."""
+def redis_url(redis_server: str) -> str:
+    """A Redis database number of the tests' own, flushed first."""
     import redis
 
     # TEST_REDIS_DB lets several checkouts run their suites side by side on one server.
-    url = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '11')}"
-    try:
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        client.close()
-    except Exception as exc:
-        _service_missing("Redis on 127.0.0.1:6379", exc)
+    url = f"{redis_server}/{os.environ.get('TEST_REDIS_DB', '11')}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
     return url

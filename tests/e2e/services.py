@@ -12,7 +12,7 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import text
 
-from tests.e2e.processes import Proc
+from tests.harness.processes import Proc
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.enos.models import CreateOption

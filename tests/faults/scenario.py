@@ -30,14 +30,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from tests.faults.services import (
-    BIN,
-    PrivatePostgres,
-    PrivateRedis,
-    Process,
-    Simulator,
-    wait_until,
-)
+from tests.faults.services import Simulator
+from tests.harness.processes import BIN, Proc, wait_until
+from tests.harness.services import PrivatePostgres, PrivateRedis
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
 PRODUCTS = ("pk-meter", "pk-inverter", "pk-turbine")
@@ -93,12 +88,12 @@ class Scenario:
         self.devices = devices
         self.seed = seed
         self.rand = random.Random(seed)
-        self.redis = PrivateRedis(root)
+        self.redis = PrivateRedis(root, durable=True)
         self.postgres = PrivatePostgres(root)
         self.simulator = Simulator(root, SIM_FAULTS.format(seed=seed))
         self.patch = patch
-        self.workers: dict[str, Process] = {}
-        self.beat: Process | None = None
+        self.workers: dict[str, Proc] = {}
+        self.beat: Proc | None = None
         self.generation = 0
 
     # --------------------------------------------------------------------------- processes
@@ -140,23 +135,25 @@ class Scenario:
         )  # fmt: skip
         for name in ("a", "b"):
             self.start_worker(name)
-        self.beat = Process(
+        self.beat = Proc(
+            "beat",
             [str(BIN / "celery"), "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
              "-s", str(self.root / "celerybeat-schedule")],
-            self.env(), self.root / "beat.log", self.root,
+            self.env(), self.root, self.root / "beat.log",
         )  # fmt: skip
         self.beat.start()
 
     def start_worker(self, name: str) -> None:
         self.generation += 1
-        worker = Process(
+        worker = Proc(
+            f"worker-{name}",
             [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
              "--pool", "prefork", "--concurrency", "4", "-n", f"{name}{self.generation}@%h"],
-            self.env(), self.root / f"worker-{name}.log", self.root,
+            self.env(), self.root, self.root / f"worker-{name}.log",
         )  # fmt: skip
         worker.start()
         self.workers[name] = worker
-        wait_until(lambda: len(worker.children()) >= 4, 60, f"worker {name}")
+        wait_until(lambda: len(worker.children()) >= 4, f"worker {name}", 60, [worker])
 
     def stop(self) -> None:
         for worker in self.workers.values():

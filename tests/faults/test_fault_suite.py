@@ -6,18 +6,13 @@ import os
 
 import pytest
 
-from tests.conftest import CI
 from tests.faults.scenario import run_scenario
-from tests.faults.services import PG_BIN
 
 DEVICES = int(os.environ.get("FAULTS_DEVICES", "20000"))
 
 
 @pytest.mark.timeout(290)
 def test_nothing_is_lost_or_created_twice_while_everything_breaks() -> None:
-    if not (PG_BIN / "initdb").exists():
-        message = f"PostgreSQL server binaries not found in {PG_BIN}"
-        pytest.fail(message) if CI else pytest.skip(message)
     report = run_scenario(DEVICES, timeout_s=260)
 
     for event in report.events:

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.services import TIMINGS, Simulator, base_env, job_id_from
-from tests.harness.processes import BIN, Finished, free_port, run_cli, start, wait_until
+from tests.e2e.services import TIMINGS, Simulator, job_id_from
+from tests.harness.processes import BIN, Finished, base_env, free_port, run_cli, start, wait_until
 from worker.enos import errors
 from worker.runtime import make_client
 from worker.settings import Settings

@@ -30,6 +30,7 @@ from bench.throughput.config import (
 )
 from bench.throughput.procfs import postmaster_pid, redis_pid, tree
 from tests.harness.processes import BIN, Proc, free_port, start, wait_until
+from tests.harness.processes import base_env as harness_env
 from tests.harness.services import postgres_admin_url, redis_server_url
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
@@ -55,18 +56,11 @@ def servers() -> Iterator[Servers]:
 
 
 def base_env() -> dict[str, str]:
-    """This environment without any ``ENOS_IMPORT_*`` setting or proxy."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("ENOS_IMPORT_")
-        and "proxy" not in name.lower()
-        # Python's default: modules compiled once and cached, as an installed service has them
-        # (deploy/Dockerfile compiles at install); without it every process start recompiles
-        # ~500 modules, about a second of CPU.
-        and name != "PYTHONDONTWRITEBYTECODE"
-    }
-    env["NO_PROXY"] = "127.0.0.1,localhost"
+    """The processes' environment, with Python's default bytecode cache: modules compiled once
+    and cached, as an installed service has them (deploy/Dockerfile compiles at install);
+    without it every process start recompiles ~500 modules, about a second of CPU."""
+    env = harness_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 
 from tests.faults.report import Event, Report, write_results
 from tests.faults.services import Simulator
-from tests.harness.processes import BIN, Proc, wait_until
+from tests.harness.processes import BIN, Proc, base_env, wait_until
 from tests.harness.services import PrivatePostgres, PrivateRedis
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
@@ -63,7 +63,7 @@ class Scenario:
 
     # --------------------------------------------------------------------------- processes
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_IMPORT_")}
+        env = base_env()
         env.update(
             ENOS_IMPORT_DATABASE_URL=self.postgres.url,
             ENOS_IMPORT_BROKER_URL=self.redis.url,

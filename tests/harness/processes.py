@@ -45,6 +45,18 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def base_env() -> dict[str, str]:
+    """This environment without any ``ENOS_IMPORT_*`` setting (a process gets only the settings
+    it is given), and with no proxy in the way of loopback traffic."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("ENOS_IMPORT_") and "proxy" not in name.lower()
+    }
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    return env
+
+
 @dataclass
 class Proc:
     """A process we start (again after a stop, if need be); its output goes to ``log``."""

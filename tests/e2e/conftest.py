@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import BIN, Proc, free_port, start, wait_until
-from tests.e2e.services import Simulator, base_env, process_env
+from tests.e2e.services import Simulator, process_env
+from tests.harness.processes import BIN, Proc, base_env, free_port, start, wait_until
 from worker.db.session import Database
 from worker.importer.sweeper import seconds_since_beat
 

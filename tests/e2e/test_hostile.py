@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.e2e.conftest import Cluster
-from tests.e2e.processes import wait_until
 from tests.e2e.services import job_ids, job_status, outcomes
 from tests.e2e.test_submit_task import publish, wait_final
+from tests.harness.processes import wait_until
 from worker.db.session import Database
 
 RSS_LIMIT = 300 * 1024 * 1024
@@ -113,6 +113,7 @@ def write_files(work: Path) -> dict[str, Path]:
 @pytest.mark.slow
 def test_hostile_inputs_fail_clearly_in_bounded_memory(cluster: Cluster, pg_db: Database) -> None:
     work = cluster.workdir
+    assert cluster.worker.popen is not None
     with RssWatch(cluster.worker.popen.pid) as rss:
         replaced = _replaced_while_read(cluster, pg_db)
         files = write_files(work)

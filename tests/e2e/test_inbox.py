@@ -25,8 +25,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.e2e.conftest import Cluster, start_worker
-from tests.e2e.processes import BIN, run_cli, start, wait_until
-from tests.e2e.services import FINAL, base_env, job_ids, job_status
+from tests.e2e.services import FINAL, job_ids, job_status
+from tests.harness.processes import BIN, base_env, run_cli, start, wait_until
 from worker.db.session import Database
 
 ORG = "o-demo"
@@ -101,6 +101,7 @@ def test_the_inbox_imports_each_content_once(cluster: Cluster, pg_db: Database) 
         (inbox / "link.csv").symlink_to("/etc/passwd")
         grower.start()
         wait_until(lambda: _claims(pg_db), "a first claim", 60, cluster.processes)
+        assert cluster.worker.popen is not None
         os.killpg(cluster.worker.popen.pid, signal.SIGKILL)  # mid-scan, mid-intake: whatever
         worker2 = start_worker(cluster.env, cluster.workdir, "celery-worker-2")
         scanned = run_cli(["inbox", "scan", "--no-wait"], cluster.env, cluster.workdir, 60)
@@ -118,7 +119,8 @@ def test_the_inbox_imports_each_content_once(cluster: Cluster, pg_db: Database) 
             if proc is not None:
                 proc.stop()
 
-    jobs = {job_status(pg_db, j)["source"]: job_status(pg_db, j) for j in job_ids(pg_db)}
+    found = [job_status(pg_db, j) for j in job_ids(pg_db)]
+    jobs = {job["source"]: job for job in found if job is not None}
     assert sorted(jobs) == [f"inbox:{ORG}/{n}" for n in ("a-good.csv", "binary.csv", "growing.csv")]
     good_job, grow_job = jobs[f"inbox:{ORG}/a-good.csv"], jobs[f"inbox:{ORG}/growing.csv"]
     binary_job = jobs[f"inbox:{ORG}/binary.csv"]

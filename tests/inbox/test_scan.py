@@ -193,7 +193,7 @@ def test_per_org_options_apply_to_its_jobs_and_a_bad_file_holds_its_files(
     (folder / ".enos-import.json").write_text('{"key_mode": "platform", "require_secret": true}')
     job_id = runner.scan().taken[0]
     with db.read() as session:
-        options = session.execute(select(JOBS.c.options).where(JOBS.c.id == job_id)).scalar()
+        options = session.execute(select(JOBS.c.options).where(JOBS.c.id == job_id)).scalar_one()
     assert (options["key_mode"], options["require_secret"]) == ("platform", True)
 
 

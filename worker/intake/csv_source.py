@@ -77,6 +77,7 @@ class CsvSource(_FileSource):
             except csv.Error as exc:
                 last_line = reader.line_num
                 lines.forget(last_line)
+                # An unreadable record is a row too: MAX_ROWS bounds every row a file yields.
                 if not self._check_rows(count, start):
                     return
                 count += 1

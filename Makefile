@@ -53,6 +53,7 @@ simulator: install
 bench: install
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.import_throughput
+	$(BIN)/python -m bench.fairness
 
 migrate: install
 	$(BIN)/enos-import db upgrade

@@ -3,7 +3,7 @@
 The simulator answers as the import benchmark's does (``latency_ms=500,per_device_us=500``), the
 workers run as deploy/ runs them (prefork 10, 8 calls in flight). A 2,000-device job is timed
 alone, then again while a 500,000-device job of the same org is sending; its time beside the big
-one must stay under 3× its time alone. Times are the database's: from the job's creation to its
+one must stay under 3x its time alone. Times are the database's: from the job's creation to its
 final state.
 
 Run: ``.venv/bin/python -m bench.fairness`` (part of ``make bench``; ``--big 100000`` for a
@@ -156,7 +156,7 @@ def main() -> int:
         f"{float(got['beside_s']):.1f} |",
         f"| the {args.big:,}-device job | {float(got['big_s']):.1f} |",
         "",
-        f"Beside / alone: **{ratio:.2f}×** (target < {TARGET:.0f}×): "
+        f"Beside / alone: **{ratio:.2f}x** (target < {TARGET:.0f}x): "
         f"**{'pass' if ok else 'fail'}**. Final states: {got['states']}.",
         "",
     ]

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.e2e.conftest import Cluster
-from tests.e2e.processes import BIN, Proc, run_cli, start, wait_until
 from tests.e2e.services import FINAL, job_id_from, job_status, outcomes
+from tests.harness.processes import BIN, Proc, run_cli, start, wait_until
 
 ROWS = 5000
 OTHER = 300  # devices of another job; this job adopts the first ADOPTED of them
@@ -91,8 +91,7 @@ def test_rollback_under_faults_and_a_killed_worker_deletes_exactly_what_was_crea
     started_at = time.monotonic()
     wait_until(lambda: _settled(cluster, rollback_id) >= 800, "a part of the deletes", 120,
                cluster.processes)  # fmt: skip
-    os.killpg(cluster.worker.popen.pid, signal.SIGKILL)
-    cluster.worker.popen.wait(10)
+    cluster.worker.kill(signal.SIGKILL)
     print(f"killed after {time.monotonic() - started_at:.1f} s at {_settled(cluster, rollback_id)}")
     assert _settled(cluster, rollback_id) < created, "the rollback ended before the kill"
     again = _new_worker(cluster)

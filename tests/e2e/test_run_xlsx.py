@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.processes import run_cli
 from tests.e2e.services import Simulator, job_id_from, outcomes, process_env
+from tests.harness.processes import run_cli
 from tests.intake.xlsx_files import workbook_from_csv
 from worker.db.session import Database
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.processes import run_cli
 from tests.e2e.services import Simulator, job_id_from, process_env
+from tests.harness.processes import run_cli
 
 ROWS = 1000
 

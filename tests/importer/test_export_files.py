@@ -8,6 +8,7 @@ import os
 import stat
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner, Result
@@ -15,6 +16,8 @@ from openpyxl import load_workbook
 from sqlalchemy import update
 
 from worker.cli import cli
+from worker.cli import common as cli_common
+from worker.cli import jobs as jobs_cli
 from worker.db.models import ITEMS
 from worker.db.session import Database
 from worker.enos.secret_box import Sealer, generate_private_key_pem, public_key_pem
@@ -64,7 +67,19 @@ def job(tmp_path: Path, sqlite_url: str) -> tuple[str, str, Path]:
 
 
 def invoke(url: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), env={"ENOS_IMPORT_DATABASE_URL": url})
+    """The command in this process; the databases it opened are closed after it."""
+    opened: list[Database] = []
+    real = cli_common.open_database
+
+    def tracking(settings: Settings) -> Database:
+        opened.append(real(settings))
+        return opened[-1]
+
+    with mock.patch.object(jobs_cli, "open_database", tracking):
+        result = CliRunner().invoke(cli, list(args), env={"ENOS_IMPORT_DATABASE_URL": url})
+    for database in opened:
+        database.dispose()
+    return result
 
 
 def test_the_secrets_export_needs_a_named_output(job: tuple[str, str, Path]) -> None:

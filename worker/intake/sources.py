@@ -2,8 +2,8 @@
 
 Four formats: CSV as operators and Excel write it (UTF-8 with or without BOM, CRLF or LF,
 comma, semicolon or tab, quoted fields with separators and newlines), JSON Lines (one
-CreateOption a line) and JSON (a batchCreate request body ``{"deviceList": [...]}``, or a bare
-array), and Excel workbooks (xlsx, the first visible worksheet). A row that cannot be read
+CreateOption a line), JSON (a batchCreate request body ``{"deviceList": [...]}``, or a bare
+array) and Excel workbooks (xlsx, the first visible worksheet). A row that cannot be read
 becomes a row with problems, never the end of the file; a problem that ends the file (a bad
 header, a truncated JSON document) is reported with where it happened, and the rows before it
 stay.
@@ -28,7 +28,9 @@ from worker.intake.base import (
     SourceRow,
 )
 from worker.intake.csv_source import CsvSource
-from worker.intake.json_sources import JsonLinesSource, JsonSource
+from worker.intake.excerpt import excerpt
+from worker.intake.json_sources import JsonLinesSource, JsonSource, too_deep
+from worker.intake.opening import OpenedFile, open_regular
 from worker.intake.xlsx_source import XlsxSource
 
 # An xlsx workbook is a zip file; every zip starts with a local file header.
@@ -36,6 +38,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 __all__ = [
     "FORMATS",
+    "READERS",
+    "SUFFIX_FORMATS",
     "CsvSource",
     "InlineSource",
     "IntakeLimits",
@@ -50,18 +54,37 @@ __all__ = [
 ]
 
 
-def detect_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt", ".tsv"):
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if suffix == ".json":
-        return "json"
-    if suffix in (".xlsx", ".xlsm"):
-        return "xlsx"
-    with path.open("rb") as handle:
-        head = handle.read(4096)
+# The format registry: a file's suffix names its reader. The inbox takes exactly these
+# suffixes, so a reader added here is a format the inbox accepts.
+SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+}
+READERS: dict[
+    str, type[CsvSource] | type[JsonLinesSource] | type[JsonSource] | type[XlsxSource]
+] = {
+    "csv": CsvSource,
+    "jsonl": JsonLinesSource,
+    "json": JsonSource,
+    "xlsx": XlsxSource,
+}
+
+
+def detect_format(path: Path, opened: OpenedFile | None = None) -> str:
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is not None:
+        return fmt
+    if opened is not None:
+        head = opened.rewound().read(4096)
+    else:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
     if head.startswith(ZIP_MAGIC):
         return "xlsx"
     head = head.lstrip(BOM).lstrip()
@@ -79,41 +102,46 @@ def detect_format(path: Path) -> str:
 
 
 def open_source(path: Path, fmt: str | None = None, limits: IntakeLimits | None = None) -> Source:
+    """The file's reader, holding the one handle it is hashed and read through."""
     limits = limits or IntakeLimits()
-    if not path.is_file():
-        raise SourceError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size > limits.max_file_bytes:
-        raise SourceError(
-            f"{path}: {size} bytes is over the limit of {limits.max_file_bytes} bytes "
-            "(ENOS_IMPORT_MAX_FILE_BYTES)"
-        )
-    fmt = fmt or detect_format(path)
-    if fmt == "csv":
-        return CsvSource(path, limits)
-    if fmt == "jsonl":
-        return JsonLinesSource(path, limits)
-    if fmt == "json":
-        return JsonSource(path, limits)
-    if fmt == "xlsx":
-        return XlsxSource(path, limits)
-    raise SourceError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt is not None and fmt not in READERS:
+        raise SourceError(f"unknown format {excerpt(fmt)}; use one of {', '.join(FORMATS)}")
+    opened = open_regular(path, limits.max_file_bytes)
+    try:
+        return READERS[fmt or detect_format(path, opened)](path, limits, opened)
+    except BaseException:
+        opened.close()
+        raise
 
 
 class InlineSource(Source):
-    """Devices handed over in a message (the ``enos_import.submit`` task's list)."""
+    """Devices handed over in a message (the ``enos_import.submit`` task's list): they keep
+    the limits of a file (rows, depth, fields, columns)."""
 
     format = "inline"
 
-    def __init__(self, devices: list[Any]) -> None:
+    def __init__(self, devices: list[Any], limits: IntakeLimits | None = None) -> None:
         super().__init__()
         self.name = "inline"
         self.devices = devices
+        self.limits = limits or IntakeLimits()
 
     def sha256(self) -> str:
         return hashlib.sha256(orjson.dumps(self.devices, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def rows(self) -> Iterator[SourceRow]:
         self._add_columns(LEADING_COLUMNS)
+        limits = self.limits
         for position, option in enumerate(self.devices, 1):
-            yield self._json_row(position, option)
+            if position > limits.max_rows:
+                self.error = SourceError(
+                    f"more than {limits.max_rows} devices (ENOS_IMPORT_MAX_ROWS): the devices "
+                    f"from position {position} on are not read",
+                    position,
+                )
+                return
+            if too_deep(option, limits.max_json_depth):
+                problem = f"line {position}: nested deeper than {limits.max_json_depth} levels"
+                yield SourceRow(position, {}, None, [problem])
+                continue
+            yield self._json_row(position, option, limits)

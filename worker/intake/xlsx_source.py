@@ -47,8 +47,13 @@ class XlsxSource(_FileSource):
     format = "xlsx"
 
     def rows(self) -> Iterator[SourceRow]:
+        yield from self._workbook_rows()
+        self._check_unchanged()
+
+    def _workbook_rows(self) -> Iterator[SourceRow]:
         try:
-            archive = zipfile.ZipFile(self.path)
+            # Through the one handle the file was opened, checked and hashed with.
+            archive = zipfile.ZipFile(self._stream())
         except (zipfile.BadZipFile, OSError) as exc:
             self.error = SourceError(f"not an xlsx workbook: {exc}", 1)
             return

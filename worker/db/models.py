@@ -76,6 +76,7 @@ class ItemStatus(enum.StrEnum):
     NOT_FOUND = "not_found"
 
 
+ROLLBACK_STATES = frozenset({ItemStatus.ROLLED_BACK, ItemStatus.DELETED, ItemStatus.NOT_FOUND})
 SUCCESS_STATES = frozenset(
     {ItemStatus.CREATED, ItemStatus.ADOPTED, ItemStatus.DELETED, ItemStatus.NOT_FOUND}
 )

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
-from worker.db.models import EVENTS, JOBS, ItemStatus
+from worker.db.models import EVENTS, JOBS, ROLLBACK_STATES, ItemStatus
 from worker.db.notify import notify
 from worker.db.session import Database
 from worker.logs import get_logger
@@ -99,7 +99,13 @@ def _counts(session: Session, job_id: str) -> dict[str, int]:
     from worker.importer.jobs import item_counts  # jobs calls this module
 
     counts = item_counts(session, job_id)
-    return {state.value: int(counts.get(state, 0)) for state in ItemStatus}
+    # The states of import_job_status always; a rollback's (rolled_back, deleted, not_found)
+    # only where they occur, so that an import's message keeps its fields.
+    return {
+        state.value: int(counts.get(state, 0))
+        for state in ItemStatus
+        if state not in ROLLBACK_STATES or counts.get(state)
+    }
 
 
 @event.listens_for(Session, "after_commit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from worker.enos.client import EnosClient
 from worker.importer.budget import LocalBudget, RateBudget, RedisBudget
 from worker.importer.send import SendContext
 from worker.logs import get_logger
+from worker.metrics import MeteredEnosClient
 from worker.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -36,16 +38,25 @@ def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
             api_url=settings.api_url,
             warning="TLS certificates of the EnOS gateway are NOT verified",
         )
-    return EnosClient(
+    return MeteredEnosClient(
         settings.api_url,
         settings.access_key,
         settings.secret_key,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         max_connections=max(16, settings.max_concurrency * 2),
-        verify=settings.verify_tls,
+        verify=tls_verification(settings),
         **kwargs,
     )
+
+
+def tls_verification(settings: Settings) -> bool | ssl.SSLContext:
+    """Off (``--insecure``), the system's CAs, or the private CA of ``ENOS_IMPORT_CA_BUNDLE``."""
+    if not settings.verify_tls:
+        return False
+    if settings.ca_bundle is None:
+        return True
+    return ssl.create_default_context(cafile=str(settings.ca_bundle))
 
 
 def make_budget(settings: Settings, shared: bool) -> RateBudget:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait to connect.")
     read_timeout_s: float = Field(default=60.0, gt=0, description="Longest wait for an answer.")
     verify_tls: bool = Field(default=True, description="Verify the gateway's TLS certificate.")
+    ca_bundle: Path | None = Field(
+        default=None, description="PEM file of a private CA that signed the gateway's certificate."
+    )
 
     # Sending: leases, retries and the schedule they keep in the database.
     lease_s: float = Field(
@@ -87,6 +90,15 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=5_000_000, gt=0, description="Most rows read from a file.")
     max_columns: int = Field(
         default=1_000, gt=0, description="Most columns (CSV header, or flattened JSON fields)."
+    )
+
+    # Operations.
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Workers serve Prometheus /metrics here (0: off)."
+    )
+    metrics_dir: str = Field(
+        default="",
+        description="Where prefork children keep their metric files (default: a temporary one).",
     )
 
     # Logs.

@@ -14,6 +14,7 @@ from celery import Task
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from worker import metrics
 from worker.celery_app import QUEUE, app
 from worker.db.models import JOBS, JobStatus
 from worker.importer import jobs
@@ -102,6 +103,8 @@ def submit(
                 jobs.fail_job(session, job_id, str(exc))
         return job_id
     result = run_intake(ctx.db, settings, job_id, org_id, reader, opts)
+    if result.summary is not None:
+        metrics.record_invalid(result.summary.invalid)
     publish_chunks(result.publish)
     if result.summary is None and _intake_open(job_id):
         # Another delivery holds the intake (or held it and died): come back after its lease,
@@ -124,7 +127,10 @@ def _intake_open(job_id: str) -> bool:
     max_retries=None,
 )
 def send_chunk_task(chunk_id: int) -> None:
-    publish_chunks(send_chunk(send_context(), chunk_id).publish)
+    metrics.start_task()
+    report = send_chunk(send_context(), chunk_id)
+    metrics.record_send(report)
+    publish_chunks(report.publish)
 
 
 @app.task(name="enos_import.sweep", autoretry_for=_DB_DOWN, max_retries=3)

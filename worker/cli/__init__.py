@@ -21,6 +21,8 @@ COMMANDS = {
     "run": "worker.cli.run:run",
     "simulator": "worker.cli.simulator:simulator",
     "db": "worker.cli.db:db",
+    "health": "worker.cli.ops:health",
+    "metrics": "worker.cli.ops:metrics",
 }
 
 

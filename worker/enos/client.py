@@ -268,6 +268,10 @@ class EnosClient:
             ) from exc
 
     # --------------------------------------------------------------------------------- token
+    def check_token(self) -> None:
+        """Gets a token (or keeps a fresh one): the account's credentials work."""
+        self._access_token()
+
     def _access_token(self) -> str:
         with self._token_lock:
             now = self._clock()

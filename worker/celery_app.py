@@ -81,6 +81,9 @@ def _logging(**_: Any) -> None:
     """Workers and beat log like every other entry point: structured, ENOS_IMPORT_LOG_*."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    from worker.runtime import transport_warnings
+
+    transport_warnings(settings)
 
 
 # The collector's first generation holds this many new objects before it runs (default 700).

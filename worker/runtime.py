@@ -9,6 +9,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -16,7 +17,7 @@ from worker.db.session import Database, database_url
 from worker.enos.client import EnosClient
 from worker.importer.budget import LocalBudget, RateBudget, RedisBudget
 from worker.importer.send import SendContext
-from worker.logs import get_logger
+from worker.logs import get_logger, warn_always
 from worker.metrics import MeteredEnosClient
 from worker.settings import Settings, get_settings
 
@@ -31,13 +32,30 @@ def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def transport_warnings(settings: Settings) -> None:
+    """Says at start-up when the way to EnOS is not protected: every process that may talk to
+    EnOS calls this (workers, beat, the CLI)."""
     if not settings.verify_tls:
-        log.warning(
+        warn_always(
             "tls.verification_off",
             api_url=settings.api_url,
-            warning="TLS certificates of the EnOS gateway are NOT verified",
+            warning="TLS certificates of the EnOS gateway are NOT verified (--insecure)",
         )
+    parts = urlsplit(settings.api_url)
+    if parts.scheme == "http" and (parts.hostname or "") not in LOOPBACK_HOSTS:
+        log.warning(
+            "tls.plain_http",
+            api_url=settings.api_url,
+            warning="the EnOS API URL is plain http:// to another host: credentials and "
+            "device secrets cross the network unencrypted",
+        )
+
+
+def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
+    transport_warnings(settings)
     return MeteredEnosClient(
         settings.api_url,
         settings.access_key,

@@ -5,9 +5,11 @@ Nothing else in the project reads the environment. CLI flags fall back to these 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -119,6 +121,11 @@ class Settings(BaseSettings):
             )
         return self
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A URL may hold a password (postgresql://user:pw@…, redis://:pw@…): never show it.
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in URL_FIELDS and isinstance(value, str) else value
+
     def intake_limits(self) -> IntakeLimits:
         return IntakeLimits(
             max_file_bytes=self.max_file_bytes,
@@ -130,6 +137,19 @@ class Settings(BaseSettings):
     @property
     def publish_window(self) -> int:
         return self.window or 2 * self.max_concurrency
+
+
+URL_FIELDS = frozenset({"database_url", "broker_url", "redis_url", "api_url"})
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 class SettingsError(ValueError):

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from worker.cli.verbosity import VERBOSE_OPTION
+
 COMMANDS = {
     "submit": "worker.cli.jobs:submit",
     "validate": "worker.cli.validate:validate",
@@ -44,6 +46,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="enos-import")
+@VERBOSE_OPTION
 def cli() -> None:
     """Bulk device import for EnOS: files of device definitions become EnOS devices.
 

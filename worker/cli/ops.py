@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+from rich.text import Text
 
 from worker.cli.common import EXIT_ERROR, EXIT_OK, open_database, settings_from, stderr
 
@@ -24,9 +25,8 @@ def health(as_json: bool, enos: bool) -> None:
         click.echo(json.dumps(report.as_dict()))
     else:
         for check in report.checks:
-            mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
-            stderr.print(f"{mark} {check.name:<9}", end=" ")
-            stderr.print(check.detail, markup=False, highlight=False)
+            mark = Text("ok  ", style="green") if check.ok else Text("FAIL", style="red")
+            stderr.print(mark, Text(f"{check.name:<9}"), Text(check.detail))
     sys.exit(EXIT_OK if report.ok else EXIT_ERROR)
 
 

@@ -33,8 +33,8 @@ def _jobs_db(workdir: Path, ids: list[str]) -> tuple[str, dict[str, str]]:
         for n, job_id in enumerate(ids):
             session.execute(
                 insert(JOBS).values(
-                    id=job_id, status="running" if n == 1 else "completed", org_id="o-demo", source=LONG_SOURCE,
-                    total=0, last_error=f"column [/x] number {n}" if n else None,
+                    id=job_id, status="running" if n == 1 else "completed", org_id="o-demo",
+                    source=LONG_SOURCE, total=0, last_error=f"column [/x] number {n}" if n else None,
                 )
             )  # fmt: skip
     db.dispose()
@@ -135,8 +135,8 @@ def test_logs_print_above_the_bar_and_chunk_lines_need_v(
     assert "chunk.sent" not in quiet
     assert "60/60 devices" in quiet  # the bar itself was drawn
 
-    code, loud = _run_at_a_terminal([*run, "-v"], {**env, "ENOS_IMPORT_DATABASE_URL":
-                                                   f"sqlite:///{workdir / 'tty2.db'}"}, workdir)  # fmt: skip
+    again = {**env, "ENOS_IMPORT_DATABASE_URL": f"sqlite:///{workdir / 'tty2.db'}"}
+    code, loud = _run_at_a_terminal([*run, "-v"], again, workdir)
     assert code == 0, loud
     logged = [line for line in loud.splitlines() if "chunk.sent" in line]
     assert len(logged) >= 6, loud

@@ -34,7 +34,8 @@ def _jobs_db(workdir: Path, ids: list[str]) -> tuple[str, dict[str, str]]:
             session.execute(
                 insert(JOBS).values(
                     id=job_id, status="running" if n == 1 else "completed", org_id="o-demo",
-                    source=LONG_SOURCE, total=0, last_error=f"column [/x] number {n}" if n else None,
+                    source=LONG_SOURCE, total=0,
+                    last_error=f"column [/x] number {n}" if n else None,
                 )
             )  # fmt: skip
     db.dispose()

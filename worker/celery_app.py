@@ -81,8 +81,12 @@ def _logging(**_: Any) -> None:
     """Workers and beat log like every other entry point: structured, ENOS_IMPORT_LOG_*."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    from worker.preflight import placeholder_problems
     from worker.runtime import transport_warnings
 
+    if problems := placeholder_problems(settings):
+        # Celery logs and swallows a signal handler's exception: only SystemExit stops it.
+        raise SystemExit(f"enos-import: {'; '.join(problems)}")
     transport_warnings(settings)
 
 

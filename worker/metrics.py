@@ -92,10 +92,15 @@ def instruments() -> Instruments:
 
 def use_multiprocess_mode(directory: str) -> str:
     """Makes this process and the children it forks write their metrics to files in
-    ``directory`` (default: a new temporary one). Must run before the first metric is made:
+    ``directory`` (default: a new temporary one), emptied first. Must run before the first
+    metric is made:
     prometheus-client chooses its mode when it is first imported."""
     path = directory or tempfile.mkdtemp(prefix="enos-import-metrics-")
     Path(path).mkdir(parents=True, exist_ok=True)
+    # The files of an earlier run would be summed with this one's (and a reused pid would
+    # continue another process's values): start empty.
+    for stale in Path(path).glob("*.db"):
+        stale.unlink(missing_ok=True)
     os.environ[MULTIPROC_ENV] = path
     return path
 

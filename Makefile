@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
-.PHONY: install demo test test-faults lint fmt typecheck simulator bench migrate all clean
+.PHONY: install demo test test-faults lint fmt typecheck simulator bench dashboard migrate all clean
 
 all: lint typecheck test
 
@@ -42,6 +42,9 @@ simulator: install
 bench: install
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.import_throughput
+
+dashboard: install
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -41,7 +41,8 @@ def fill(db: Database) -> None:
                         job_id=job_id, line_no=line, cells={}, status=state, chunk_seq=0
                     )
                 )
-            # One chunk due 30 s ago, one due in an hour (not late: no lag).
+            # A retry due 30 s ago, one due in an hour (not late: no lag), a first attempt
+            # published 20 s ago, and one waiting for the job's window (no lag either).
             session.execute(
                 insert(CHUNKS),
                 [
@@ -49,9 +50,27 @@ def fill(db: Database) -> None:
                      "next_attempt_at": now - 30},
                     {"job_id": job_id, "seq": 1, "size": 1, "status": "pending",
                      "next_attempt_at": now + 3600},
+                    {"job_id": job_id, "seq": 2, "size": 1, "status": "pending",
+                     "next_attempt_at": 0.0, "published_at": now - 20},
+                    {"job_id": job_id, "seq": 3, "size": 1, "status": "pending",
+                     "next_attempt_at": 0.0},
                 ],
             )  # fmt: skip
         session.add(ServiceBeat(name="sweeper", last_run_at=now - 4))
+
+
+def test_first_attempts_count_from_their_publication(db: Database) -> None:
+    with db.begin() as session:
+        now = float(session.execute(db_epoch().select()).scalar_one())
+        session.execute(insert(JOBS).values(id="j" * 36, status="running", org_id="o", source="f"))
+        session.execute(
+            insert(CHUNKS).values(job_id="j" * 36, seq=0, size=1, status="pending",
+                                  next_attempt_at=0.0, published_at=now - 12)
+        )  # fmt: skip
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(db))
+    got = samples(generate_latest(registry).decode())
+    assert 12 <= got["enos_import_oldest_due_chunk_age_seconds"] < 40
 
 
 def test_collector_reads_jobs_pending_lag_and_sweep(db: Database) -> None:

@@ -36,8 +36,11 @@ def pending_devices(session: Session) -> int:
 
 
 def oldest_due_age_s(session: Session) -> float:
-    """How long the longest-waiting chunk that is due has waited past its time (0: none)."""
-    due = select(func.min(CHUNKS.c.next_attempt_at)).where(
+    """How long the longest-waiting due chunk has waited (0: none): since its retry time, or,
+    for a first attempt, since it was published. A first attempt not yet published waits for
+    the job's window by design, which is no lag."""
+    since = func.coalesce(func.nullif(CHUNKS.c.next_attempt_at, 0.0), CHUNKS.c.published_at)
+    due = select(func.min(since)).where(
         CHUNKS.c.status == ChunkStatus.PENDING, CHUNKS.c.next_attempt_at <= db_epoch()
     )
     oldest = session.execute(due).scalar()

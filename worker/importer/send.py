@@ -56,7 +56,7 @@ class SendReport:
     job_id: str | None = None
     job_state: str | None = None
     publish: list[int] = field(default_factory=list)
-    plan: _Plan | None = None  # the attempt's decision, for the metrics
+    plan: Plan | None = None  # the attempt's decision, for the metrics
 
 
 @dataclass

@@ -55,20 +55,20 @@ class _CurrentStderr:
 PER_CHUNK_EVENTS = frozenset({"chunk.sent", "chunk.retry"})
 
 
-def _per_chunk_filter(verbose: bool) -> Any:
-    def drop(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if not verbose and method == "info" and event.get("event") in PER_CHUNK_EVENTS:
-            raise structlog.DropEvent
-        return event
-
-    return drop
+def _drop_per_chunk(
+    _: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if method == "info" and event.get("event") in PER_CHUNK_EVENTS:
+        raise structlog.DropEvent
+    return event
 
 
 def configure(level: str = "INFO", fmt: str = "auto", verbose: bool = False) -> None:
     """Sends structured logs to stderr; ``fmt`` is ``console``, ``json`` or ``auto``.
 
-    On the console (a terminal), per-chunk lines show only with ``verbose``."""
+    At a terminal, per-chunk lines are DEBUG: they show with ``verbose`` or at level DEBUG."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    quiet_chunks = sys.stderr.isatty() and not verbose and level.upper() != "DEBUG"
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if use_console
@@ -81,7 +81,7 @@ def configure(level: str = "INFO", fmt: str = "auto", verbose: bool = False) -> 
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
     structlog.configure(
         processors=[
-            *([_per_chunk_filter(verbose)] if use_console else []),
+            *([_drop_per_chunk] if quiet_chunks else []),
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

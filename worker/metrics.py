@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
@@ -81,12 +82,17 @@ class Instruments:
 
 
 _instruments: Instruments | None = None
+_instruments_lock = threading.Lock()
 
 
 def instruments() -> Instruments:
+    """This process's metrics; the first caller makes them (the threads pool of ``enos-import
+    run`` calls this from several threads at once, and a metric can be registered only once)."""
     global _instruments
     if _instruments is None:
-        _instruments = Instruments()
+        with _instruments_lock:
+            if _instruments is None:
+                _instruments = Instruments()
     return _instruments
 
 

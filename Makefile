@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
-.PHONY: install demo test test-unit test-fuzz test-faults lint fmt typecheck simulator bench migrate all clean
+.PHONY: install demo test test-unit test-fuzz test-faults lint fmt typecheck simulator bench dashboard migrate all clean
 
 all: lint typecheck test
 
@@ -57,6 +57,9 @@ bench: install
 
 migrate: install
 	$(BIN)/enos-import db upgrade
+
+dashboard: install
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache

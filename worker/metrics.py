@@ -30,6 +30,7 @@ from celery.signals import worker_init, worker_process_shutdown
 from worker.enos import errors
 from worker.enos.client import EnosClient
 from worker.enos.models import BatchResult, CreateOption
+from worker.host import pid_alive
 from worker.settings import get_settings
 
 if TYPE_CHECKING:
@@ -212,14 +213,6 @@ class MeteredEnosClient(EnosClient):
 
 
 # ------------------------------------------------------------------------------------ serving
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def prune_dead(path: str) -> None:
@@ -228,7 +221,7 @@ def prune_dead(path: str) -> None:
 
     for file in Path(path).glob("gauge_live*_*.db"):
         pid = file.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             multiprocess.mark_process_dead(int(pid), path)
 
 

@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
-.PHONY: install demo test test-faults lint fmt typecheck simulator bench migrate all clean
+.PHONY: install demo test test-faults lint fmt typecheck simulator bench bench-e2e migrate all clean
 
 all: lint typecheck test
 
@@ -43,6 +43,11 @@ simulator: install
 bench: install
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.import_throughput
+	$(BIN)/python -m bench.end_to_end
+
+# The service end to end against the strong peer, the SDK loop and the embedded runner (~10 min).
+bench-e2e: install
+	$(BIN)/python -m bench.end_to_end
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -99,8 +99,13 @@ class SubmitClock(PeakRss):
 def run_process(
     argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float
 ) -> tuple[float, str, float, float]:
-    """Runs ``argv`` to its end: (seconds, stdout, CPU seconds, peak RSS MB); fails unless 0."""
+    """Runs ``argv`` to its end: (seconds, stdout, CPU seconds, peak RSS MB); fails unless 0.
+
+    Peak RSS is ``VmHWM`` read every 20 ms while the process lives, not ``wait4``'s
+    ``ru_maxrss``: Linux starts a child's ``ru_maxrss`` at its parent's resident size (this
+    bench's, about 100 MB), which would hide a small tool's own peak."""
     started = time.perf_counter()
+    peak_kb = 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -115,6 +120,7 @@ def run_process(
                 os.killpg(proc.pid, 9)
                 proc.wait(10)
                 raise BenchError(f"{argv[:3]} did not end within {timeout_s:.0f} s")
+            peak_kb = max(peak_kb, it.status_kb(proc.pid, "VmHWM") or 0)
             time.sleep(0.02)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -126,7 +132,7 @@ def run_process(
                 f"{shlex.join(argv[:3])} exited {proc.returncode}:\n{stdout[-500:]}\n"
                 f"{err.read().decode(errors='replace')[-2000:]}"
             )
-    return seconds, stdout, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return seconds, stdout, usage.ru_utime + usage.ru_stime, peak_kb / 1024
 
 
 def run_peer(path: Path, devices: int, env: dict[str, str], concurrency: int) -> Outcome:
@@ -181,7 +187,8 @@ def run_service(
         float(finished) - clock.cli_started,
         cpu_s=job.ours_cpu_s,
         postgres_s=job.cpu.postgres,
-        rss_mb=job.max_rss_mb,
+        # The CLI's VmHWM as sampled, not run_job's ru_maxrss (see run_process).
+        rss_mb=max(mb for values in clock.by_label().values() for mb in values),
         cli_wall_s=job.wall_s,
         workers=c.pool,
     )

@@ -38,12 +38,15 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1, le=1000, description="Devices per batchCreate.")
     max_concurrency: int = Field(default=8, ge=1, description="batchCreate calls in flight.")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait to connect.")
-    read_timeout_s: float = Field(default=60.0, gt=0, description="Longest wait for an answer.")
+    read_timeout_s: float = Field(default=25.0, gt=0, description="Longest wait for an answer.")
     verify_tls: bool = Field(default=True, description="Verify the gateway's TLS certificate.")
 
     # Sending: leases, retries and the schedule they keep in the database.
     lease_s: float = Field(
-        default=300.0, gt=0, description="How long a claimed chunk is ours (> read timeout)."
+        default=40.0,
+        gt=0,
+        description="How long a claimed chunk is ours; renewed before each call (> connect + "
+        "read timeout). A dead worker's chunks are sent again about this long after it died.",
     )
     visibility_timeout_s: float = Field(
         default=3600.0, gt=0, description="Redis redelivers an unacked message after this."
@@ -100,10 +103,14 @@ class Settings(BaseSettings):
         self.api_url = self.api_url.rstrip("/")
         # The timeouts nest, so that a chunk is always recovered by the database lease and
         # never by a broker redelivery racing a live attempt.
-        if not self.read_timeout_s < self.lease_s < self.visibility_timeout_s:
+        # A call starts right after its lease was renewed, so connecting and reading must end
+        # within the lease.
+        call_s = self.connect_timeout_s + self.read_timeout_s
+        if not call_s < self.lease_s < self.visibility_timeout_s:
             raise ValueError(
-                "timeouts must nest: READ_TIMEOUT_S < LEASE_S < VISIBILITY_TIMEOUT_S "
-                f"(now {self.read_timeout_s} / {self.lease_s} / {self.visibility_timeout_s})"
+                "timeouts must nest: CONNECT_TIMEOUT_S + READ_TIMEOUT_S < LEASE_S < "
+                f"VISIBILITY_TIMEOUT_S (now {self.connect_timeout_s} + {self.read_timeout_s} / "
+                f"{self.lease_s} / {self.visibility_timeout_s})"
             )
         return self
 

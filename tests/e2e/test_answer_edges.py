@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.processes import run_cli
-from tests.e2e.services import job_id_from, job_status, outcomes
+from tests.e2e.services import Simulator, job_id_from, job_status, outcomes, process_env
+from worker.db.session import Database
 
 SUCCESS = ("created", "adopted")
 
@@ -99,3 +100,17 @@ def test_chunks_split_at_once_by_99400_finish_without_waiting_on_a_lease(
     assert elapsed < 60, f"the job took {elapsed:.0f} s"
     log = (cluster.workdir / "celery-worker.log").read_text(errors="replace")
     assert "UniqueViolation" not in log
+
+
+def test_submit_without_wait_exits_4_when_the_intake_failed_the_job(
+    simulator: Simulator, pg_db: Database, redis_url: str, workdir: Path
+) -> None:
+    path = workdir / "empty.csv"
+    path.write_text("productKey,deviceKey,deviceName,timezone\n", encoding="utf-8")
+    env = process_env(simulator.url, pg_db.url, redis_url)
+    done = run_cli(["submit", str(path), "--org", "o-demo"], env, workdir, timeout_s=60)
+    job_id = job_id_from(done.stdout, done.stderr)
+    assert done.returncode == 4, done.stderr
+    job = job_status(pg_db, job_id)
+    assert job is not None and job["status"] == "failed"
+    assert "no devices" in str(job["last_error"])

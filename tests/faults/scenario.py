@@ -128,9 +128,6 @@ class Scenario:
             ENOS_IMPORT_ORG_ID="o-demo",
             ENOS_IMPORT_BATCH_SIZE="100",
             ENOS_IMPORT_MAX_CONCURRENCY="8",
-            ENOS_IMPORT_READ_TIMEOUT_S="5",
-            ENOS_IMPORT_LEASE_S="15",
-            ENOS_IMPORT_VISIBILITY_TIMEOUT_S="30",
             ENOS_IMPORT_BACKOFF_BASE_S="0.25",
             ENOS_IMPORT_BACKOFF_MAX_S="4",
             ENOS_IMPORT_RECONCILE_DELAY_S="0.5",
@@ -437,7 +434,7 @@ def write_results(report: Report, path: Path, command: str, section: str) -> Non
         "",
         "Recovery: seconds from the fault until rows settled again anywhere (progress), and "
         "until every chunk that was in flight or published when it struck was finished "
-        "(work recovered; a killed worker's chunks wait for their lease, 15 s here).",
+        "(work recovered; a killed worker's chunks wait for their lease: the default, 40 s).",
         "",
         "| # | fault | what was done | progress (s) | work recovered (s) |",
         "|---|---|---|---|---|",

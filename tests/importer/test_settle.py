@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,11 +18,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
+from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.enos.models import Device
-from worker.importer import jobs, outcome, send
+from worker.importer import chunks, jobs, outcome, send
 from worker.importer.budget import LocalBudget
 from worker.importer.send import SendContext, send_chunk
 from worker.importer.submit import IntakeResult
@@ -62,12 +62,16 @@ def assert_enos_matches_rows(store: Store, db: Database, job_ids: list[str]) -> 
     assert ok == on_enos
 
 
+def due_now(db: Database, chunk_id: int) -> None:
+    with db.begin() as session:
+        session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(next_attempt_at=0))
+
+
 def claim_and_call(ctx: SendContext, chunk_id: int) -> tuple[send.Start, outcome.Plan]:
     """A worker's claim and call, stopped before it writes the answer (still in flight)."""
     with ctx.db.begin() as session:
-        start = send._start(session, ctx.settings, chunk_id, "other-host:9", 0.0)
+        start = send._start(session, ctx.settings, chunk_id, "other-host:9")
     assert start is not None
-    start.claimed_at = time.monotonic()  # the lease is fresh
     return start, send.attempt(ctx, start)
 
 
@@ -167,8 +171,7 @@ def test_rows_of_a_full_product_that_were_sent_before_are_looked_up(
     assert send_chunk(ctx, first).chunk_state == "pending"
     sim_app.state.api.faults = FaultProfile()
     send_chunk(ctx, second)  # 4 created: the product is full now
-    with ctx.db.begin() as session:
-        session.execute(update(CHUNKS).where(CHUNKS.c.id == first).values(next_attempt_at=0))
+    due_now(ctx.db, first)
     calls = sim_app.state.api.stats.calls
     assert send_chunk(ctx, first).chunk_state == "pending"  # 11739: not final yet
     assert {rows(ctx.db, started.job_id)[n]["status"] for n in range(1, 5)} == {"pending"}
@@ -245,17 +248,41 @@ def test_giving_up_after_a_lost_answer_looks_the_rows_up_first(
     assert_enos_matches_rows(sim_store, db, [started.job_id])
 
 
-def test_a_send_whose_lease_ran_short_makes_no_call(ctx: SendContext, sim_app) -> None:  # type: ignore[no-untyped-def]
+def test_a_chunk_taken_over_while_it_waited_for_its_call_is_not_sent(
+    ctx: SendContext, sim_app
+) -> None:  # type: ignore[no-untyped-def]
     started = start_job(ctx.db, ctx.settings, meters(1, 2))
+    chunk_id = started.publish[0]
     with ctx.db.begin() as session:
-        start = send._start(session, ctx.settings, started.publish[0], "w:1", 0.0)
+        start = send._start(session, ctx.settings, chunk_id, "w:1")
     assert start is not None
-    start.claimed_at = -1e9  # claimed long ago: the lease is nearly over
+    # The lease ran out while this attempt waited (for its rate budget slot, say), and another
+    # worker took the chunk over: the renewal before the call fails, and no call is made.
+    with ctx.db.begin() as session:
+        session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=0))
+        assert chunks.claim(session, chunk_id, "w:2", ctx.settings.lease_s) is not None
     plan = send.attempt(ctx, start)
     assert sim_app.state.api.stats.calls == 0
     with ctx.db.begin() as session:
-        assert outcome.write_outcome(session, ctx.settings, start, plan) == "pending"
-    assert drive(ctx, started) == "completed"
+        assert outcome.write_outcome(session, ctx.settings, start, plan) is None
+
+
+def test_the_lease_is_renewed_right_before_the_call(ctx: SendContext) -> None:
+    started = start_job(ctx.db, ctx.settings, meters(1, 2))
+    chunk_id = started.publish[0]
+    with ctx.db.begin() as session:
+        start = send._start(session, ctx.settings, chunk_id, "w:1")
+        # Claimed long ago: the lease has 1 s left when the attempt starts.
+        session.execute(
+            update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=db_epoch() + 1)
+        )
+    assert start is not None
+    send.attempt(ctx, start)
+    with ctx.db.read() as session:
+        left = session.execute(
+            select(CHUNKS.c.lease_expires_at - db_epoch()).where(CHUNKS.c.id == chunk_id)
+        ).scalar_one()
+    assert left > ctx.settings.lease_s - 5
 
 
 def test_a_database_error_in_the_commit_gives_the_chunk_back(
@@ -322,3 +349,62 @@ def test_chunks_that_split_at_once_never_collide(
     assert seqs == []
     assert len(sim_store.assets) == 48
     assert_enos_matches_rows(sim_store, pg_db, [started.job_id])
+
+
+class _SearchDownOnce(EnosClient):
+    """The look-up after a lost answer fails once, as EnOS's search may."""
+
+    failures = 1
+
+    def find_devices(self, org_id: str, device_keys: list[str]) -> dict[str, Device]:
+        if self.failures:
+            self.failures -= 1
+            from worker.enos.errors import TransientError
+
+            raise TransientError("EnOS answered HTTP 502", sent=True)
+        return super().find_devices(org_id, device_keys)
+
+
+def test_a_failed_look_up_is_not_taken_for_an_answer_to_the_call(
+    db: Database, sim_transport, sim_app, sim_store: Store, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
+
+    api = sim_app.state.api
+    with _SearchDownOnce(
+        "http://enos.test", DEMO_APP_KEY, DEMO_APP_SECRET, transport=sim_transport
+    ) as client:
+        ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+        started = start_job(db, settings, meters(1, 3))
+        api.faults = FaultProfile(reset_after_commit=1.0)
+        assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
+        api.faults = FaultProfile()
+        due_now(db, started.publish[0])
+        # The look-up fails: nothing is sent, and the chunk still has to look its rows up.
+        assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
+        assert api.stats.calls == 1
+        with db.read() as session:
+            chunk = session.execute(select(CHUNKS).where(CHUNKS.c.id == started.publish[0])).one()
+        assert chunk.needs_reconcile
+        assert drive(ctx, started) == "completed"
+    assert {row["status"] for row in rows(db, started.job_id).values()} == {"adopted"}
+    assert api.stats.calls == 1
+
+
+def test_rows_of_a_full_product_never_sent_can_be_retried(
+    ctx: SendContext, sim_store: Store
+) -> None:
+    sim_store.limits.product_cap = 2
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    assert drive(ctx, started) == "completed_with_errors"
+    final = rows(ctx.db, started.job_id)
+    unsent = [final[n] for n in range(5, 9)]
+    assert all(r["error_message"].startswith("not sent: ") for r in unsent)
+    assert all(r["retryable"] and r["error_code"] == 11739 and r["attempts"] == 0 for r in unsent)
+
+    sim_store.limits.product_cap = 100  # the operator raised the product's room
+    with ctx.db.begin() as session:
+        assert jobs.retry_job(session, started.job_id, ctx.settings.batch_size) == 6
+        again = chunks.publish_due(session, started.job_id, 4, 1.0)
+    assert drive(ctx, IntakeResult(started.job_id, None, again)) == "completed"
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])

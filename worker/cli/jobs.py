@@ -29,7 +29,7 @@ from worker.cli.common import (
     stderr,
     summary_line,
 )
-from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus
+from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database
 from worker.enos.secret_box import Opener
 from worker.importer import chunks, jobs
@@ -76,6 +76,8 @@ def submit(
     publish_chunks(result.publish)
     view = require_job(db, job_id)
     stderr.print(summary_line(view), highlight=False)
+    if view.status == JobStatus.FAILED:
+        sys.exit(EXIT_BY_STATE[JobStatus.FAILED])  # the intake failed it (no valid row, say)
     if wait:
         view = follow(db, job_id)
         stderr.print(summary_line(view), highlight=False)

@@ -6,9 +6,10 @@ Leases and retry times are compared with this clock only, never with a worker's 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Double
+from sqlalchemy import DateTime, Double
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -35,6 +36,25 @@ def _sqlite_epoch(element: db_epoch, compiler: Any, **kw: Any) -> str:
 @compiles(db_epoch)
 def _default_epoch(element: db_epoch, compiler: Any, **kw: Any) -> str:
     raise NotImplementedError(f"no database clock for {compiler.dialect.name}")
+
+
+class db_now(FunctionElement[datetime]):
+    """The database's wall clock as a timestamp, at the moment the statement runs (not the
+    transaction's start, as ``now()`` is on PostgreSQL)."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+    name = "db_now"
+
+
+@compiles(db_now, "postgresql")
+def _pg_now(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "clock_timestamp()"
+
+
+@compiles(db_now, "sqlite")
+def _sqlite_now(element: db_now, compiler: Any, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
 
 
 class greatest(FunctionElement[Any]):

@@ -61,6 +61,12 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pid = os.getpid()
 
+    @property
+    def concurrent_writers(self) -> bool:
+        """Whether a second transaction may write while one is open (not on SQLite, whose
+        writers take turns)."""
+        return self.engine.dialect.name != "sqlite"
+
     @contextmanager
     def begin(self) -> Iterator[Session]:
         self._after_fork()

@@ -89,6 +89,21 @@ def pending_items(session: Session, job_id: str, seq: int) -> list[PendingItem]:
     return [PendingItem(*row) for row in chunk_rows(session, job_id, seq)]
 
 
+def renew(session: Session, claim: Claim, lease_s: float) -> bool:
+    """Extends the lease from now while ``claim`` still holds the chunk; ``False``: another
+    attempt took it over (this one must not call EnOS)."""
+    result = session.connection().execute(
+        update(CHUNKS)
+        .where(
+            CHUNKS.c.id == claim.chunk_id,
+            CHUNKS.c.fencing_token == claim.token,
+            CHUNKS.c.status == ChunkStatus.IN_FLIGHT,
+        )
+        .values(lease_expires_at=db_epoch() + lease_s)
+    )
+    return bool(result.rowcount)
+
+
 def release(session: Session, claim: Claim, maybe_sent: bool, delay_s: float) -> bool:
     """Gives the chunk back when this attempt cannot finish (its commit failed): due again after
     ``delay_s``, looking its rows up first when they may have reached EnOS."""

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from worker.db.clock import db_epoch
+from worker.db.clock import db_epoch, db_now
 from worker.db.models import (
     CHUNKS,
     FINAL_JOB_STATES,
@@ -48,6 +48,20 @@ def claim_intake_deadline(session: Session, job_id: str, lease_s: float) -> None
     session.connection().execute(
         update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=db_epoch() + lease_s)
     )
+
+
+def renew_intake(session: Session, job_id: str, token: int, lease_s: float) -> bool:
+    """Extends a running intake's lease while ``token`` still holds it."""
+    result = session.connection().execute(
+        update(JOBS)
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.intake_token == token,
+            JOBS.c.status == JobStatus.VALIDATING,
+        )
+        .values(intake_lease_until=db_epoch() + lease_s)
+    )
+    return bool(result.rowcount)
 
 
 def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
@@ -90,7 +104,8 @@ def complete_intake(
         "total": summary.rows,
         "columns": columns,
         "source_sha256": content_sha256,
-        "started_at": func.now(),
+        # When the rows were stored, not when the intake's long transaction began.
+        "started_at": db_now(),
         "intake_lease_until": None,
     }
     if summary.error:

@@ -48,6 +48,7 @@ class Plan:
     ok_size: int | None = None
     refused_size: int | None = None
     call_s: float | None = None  # how long the batchCreate call took (for the log)
+    fenced_out: str | None = None  # another attempt took the chunk over: write nothing
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Next:
 def write_outcome(session: Session, settings: Settings, start: Start, plan: Plan) -> str | None:
     """Writes the attempt; returns the chunk's new state, or ``None`` when fenced out."""
     claim, answers = start.claim, plan.answers
+    if plan.fenced_out:
+        return None
     # Lock the chunk first: from here on, this attempt either owns the chunk or writes nothing.
     if not chunks.fenced(session, claim, lease_owner=CHUNKS.c.lease_owner):
         return None

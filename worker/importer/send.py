@@ -70,20 +70,19 @@ class Start:
     full: dict[str, str]  # the job's full products → EnOS's message
     refused: int | None
     largest_ok: int
-    claimed_at: float  # time.monotonic() before the claim: the lease began after it
 
 
 def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
-    claimed_at = time.monotonic()
     with ctx.db.begin() as session:
-        start = _start(session, ctx.settings, chunk_id, ctx.owner, claimed_at)
+        start = _start(session, ctx.settings, chunk_id, ctx.owner)
     if start is None:
         return SendReport(claimed=False)
     claim = start.claim
     bound = log.bind(job_id=claim.job_id, chunk_id=chunk_id, attempt=claim.attempts)
 
-    plan = attempt(ctx, start)
+    plan = Plan()
     try:
+        plan = attempt(ctx, start)
         with ctx.db.begin() as session:
             state = write_outcome(session, ctx.settings, start, plan)
     except SQLAlchemyError:
@@ -112,9 +111,7 @@ def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
     return report
 
 
-def _start(
-    session: Session, settings: Settings, chunk_id: int, owner: str, claimed_at: float
-) -> Start | None:
+def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> Start | None:
     claim = chunks.claim(session, chunk_id, owner, settings.lease_s)
     if claim is None:
         return None
@@ -140,7 +137,6 @@ def _start(
         full=full,
         refused=limit.smallest_refused if limit else None,
         largest_ok=limit.largest_ok if limit else 0,
-        claimed_at=claimed_at,
     )
 
 
@@ -191,12 +187,13 @@ def _look_up_first(ctx: SendContext, start: Start, answers: Answers) -> None:
 def _call(ctx: SendContext, start: Start, todo: list[PendingItem], plan: Plan) -> None:
     answers = plan.answers
     with ctx.budget.slot():
-        if _lease_too_short(ctx.settings, start):
-            # A call that could outlive the lease could land after another worker took the
-            # chunk over and looked its rows up: give the chunk back instead, due at once.
-            plan.error = "the chunk's lease ran short before the call; sent again"
-            plan.delay = 0.0
-            return
+        # The lease is renewed right before the call, so the call (connect + read timeout, less
+        # than the lease) ends before anyone may take the chunk over; a chunk taken over while
+        # this attempt waited for its slot is not sent by this attempt.
+        with ctx.db.begin() as session:
+            if not chunks.renew(session, start.claim, ctx.settings.lease_s):
+                plan.error = plan.fenced_out = "the chunk was taken over before the call"
+                return
         answers.sent.update(item.id for item in todo)
         called = time.perf_counter()
         result = ctx.client.batch_create(
@@ -216,11 +213,6 @@ def _call(ctx: SendContext, start: Start, todo: list[PendingItem], plan: Plan) -
         plan.delay = ctx.settings.reconcile_delay_s
         plan.reconcile_next = True
     answers.resolve_existing(ctx.client, start.org_id, exists)
-
-
-def _lease_too_short(settings: Settings, start: Start) -> bool:
-    held = time.monotonic() - start.claimed_at
-    return held + settings.connect_timeout_s + settings.read_timeout_s > settings.lease_s
 
 
 def _read_error(ctx: SendContext, start: Start, plan: Plan, exc: errors.EnosError) -> None:

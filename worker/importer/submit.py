@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,7 @@ def run_intake(
         log.info("intake.skipped", job_id=job_id)
         return IntakeResult(job_id, None)
     content_sha256 = source.sha256()
+    progress = _renewing(db, settings, job_id, token, progress)
     try:
         with db.begin() as session:
             summary = ingest(
@@ -97,3 +99,28 @@ def run_intake(
         error=summary.error,
     )
     return IntakeResult(job_id, summary, ids)
+
+
+def _renewing(
+    db: Database,
+    settings: Settings,
+    job_id: str,
+    token: int,
+    progress: Callable[[int], None] | None,
+) -> Callable[[int], None] | None:
+    """A progress hook that also renews the intake's lease (a third of a lease apart), so that
+    a long file is never taken for a dead intake. SQLite takes one writer at a time, and its
+    embedded runner sweeps only after its intake: there, the hook is left as it is."""
+    if not db.concurrent_writers:
+        return progress
+    renewed = [time.monotonic()]
+
+    def hook(rows: int) -> None:
+        if progress is not None:
+            progress(rows)
+        if time.monotonic() - renewed[0] >= settings.lease_s / 3:
+            with db.begin() as session:
+                jobs.renew_intake(session, job_id, token, settings.lease_s)
+            renewed[0] = time.monotonic()
+
+    return hook

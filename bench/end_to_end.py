@@ -74,6 +74,7 @@ from bench.import_throughput import (
     wait_for,
     write_csv,
 )
+from bench.pg_cpu import BackendCpu
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = (1, 2, 4, 8, 16)
@@ -171,7 +172,7 @@ def run_service(
     workdir: Path, db: Engine,
 ) -> Outcome:  # fmt: skip
     clock = SubmitClock()
-    with clock:
+    with BackendCpu(it.ADMIN_URL, it.BENCH_DB) as backends, clock:
         job = it.run_job(label, path, devices, c, sim, env, workdir, db, clock, 900)
     with db.connect() as conn:
         finished = conn.execute(
@@ -187,6 +188,7 @@ def run_service(
         float(finished) - clock.cli_started,
         cpu_s=job.ours_cpu_s,
         postgres_s=job.cpu.postgres,
+        our_db_s=backends.seconds,
         # The CLI's VmHWM as sampled, not run_job's ru_maxrss (see run_process).
         rss_mb=max(mb for values in clock.by_label().values() for mb in values),
         cli_wall_s=job.wall_s,

@@ -157,3 +157,18 @@ def test_a_long_intake_renews_its_lease_on_postgresql(
     )
     assert started.summary is not None and started.summary.valid == 2 * INSERT_BATCH + 1
     assert renewed and all(renewed)
+
+
+def test_jobs_of_one_org_share_the_publish_window(db: Database) -> None:
+    from worker.importer import chunks
+
+    settings = fast_settings(batch_size=1)
+    big = start_job(db, settings, [device(f"big-{n:05d}") for n in range(40)])
+    assert len(big.publish) == settings.publish_window  # alone: the whole window
+    small = start_job(db, settings, [device(f"small-{n:05d}") for n in range(40)])
+    assert len(small.publish) == settings.publish_window // 2
+    other_org = start_job(db, settings, [device(f"other-{n:05d}") for n in range(40)], "o-other")
+    assert len(other_org.publish) == settings.publish_window
+    with db.begin() as session:
+        # The big job already has a whole window out: nothing more until it is below half.
+        assert chunks.publish_due(session, big.job_id, settings.publish_window, 60.0) == []

@@ -314,12 +314,12 @@ class _FailsTheJobMidCall(LocalBudget):
         super().__init__(2)
         self.db, self.job_id = db, job_id
 
-    def slot(self):  # type: ignore[no-untyped-def]
+    def slot(self, org_id: str = ""):  # type: ignore[no-untyped-def]
         from worker.importer import jobs
 
         with self.db.begin() as session:
             jobs.fail_job(session, self.job_id, "EnOS refused the import: Denied resource")
-        return super().slot()
+        return super().slot(org_id)
 
 
 def test_a_chunk_in_flight_when_its_job_fails_looks_its_rows_up_before_they_fail(

@@ -5,6 +5,9 @@ starts at ``max_concurrency`` calls in flight, halves on every 429 (and holds ev
 for ``Retry-After``), and grows back by one call per round of successes (AIMD). With Redis it is
 shared by every worker process of every host (state and time both taken from Redis, in Lua, so
 that host clocks do not matter); the embedded runner keeps it in process.
+
+Each org has a budget of its own (``max_concurrency`` calls in flight each): one org's 429s do
+not slow another's imports.
 """
 
 from __future__ import annotations
@@ -22,12 +25,22 @@ from worker.enos.errors import TransientError
 
 
 class RateBudget(Protocol):
-    def slot(self) -> Any:
-        """A context manager holding one call slot; raises TransientError if none comes."""
+    def slot(self, org_id: str = "") -> Any:
+        """A context manager holding one call slot of the org's budget; raises TransientError
+        if none comes."""
 
-    def throttled(self, retry_after: float | None) -> None: ...
+    def throttled(self, retry_after: float | None, org_id: str = "") -> None: ...
 
-    def succeeded(self) -> None: ...
+    def succeeded(self, org_id: str = "") -> None: ...
+
+
+class _Gauge:
+    """One org's slots in one process."""
+
+    def __init__(self, capacity: int) -> None:
+        self.limit = float(capacity)
+        self.held = 0
+        self.pause_until = 0.0
 
 
 class LocalBudget:
@@ -35,44 +48,56 @@ class LocalBudget:
 
     def __init__(self, capacity: int, max_wait_s: float = 60.0) -> None:
         self.capacity = capacity
-        self.limit = float(capacity)
         self.max_wait_s = max_wait_s
-        self._held = 0
-        self._pause_until = 0.0
+        self._orgs: dict[str, _Gauge] = {}
         self._cond = threading.Condition()
 
+    def _gauge(self, org_id: str) -> _Gauge:
+        gauge = self._orgs.get(org_id)
+        if gauge is None:
+            gauge = self._orgs[org_id] = _Gauge(self.capacity)
+        return gauge
+
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self, org_id: str = "") -> Iterator[None]:
         deadline = time.monotonic() + self.max_wait_s
         with self._cond:
+            gauge = self._gauge(org_id)
             while True:
                 now = time.monotonic()
-                if now < self._pause_until:
-                    wait = self._pause_until - now
-                elif self._held < int(self.limit):
+                if now < gauge.pause_until:
+                    wait = gauge.pause_until - now
+                elif gauge.held < int(gauge.limit):
                     break
                 else:
                     wait = 0.5
                 if now + min(wait, 0.5) > deadline:
                     raise TransientError("no call slot free in the rate budget", sent=False)
                 self._cond.wait(min(wait, 0.5))
-            self._held += 1
+            gauge.held += 1
         try:
             yield
         finally:
             with self._cond:
-                self._held -= 1
-                self._cond.notify()
+                gauge.held -= 1
+                self._cond.notify_all()
 
-    def throttled(self, retry_after: float | None) -> None:
+    def throttled(self, retry_after: float | None, org_id: str = "") -> None:
         with self._cond:
-            self.limit = max(1.0, self.limit / 2)
-            self._pause_until = max(self._pause_until, time.monotonic() + (retry_after or 1.0))
+            gauge = self._gauge(org_id)
+            gauge.limit = max(1.0, gauge.limit / 2)
+            pause = 1.0 if retry_after is None else retry_after
+            gauge.pause_until = max(gauge.pause_until, time.monotonic() + pause)
 
-    def succeeded(self) -> None:
+    def succeeded(self, org_id: str = "") -> None:
         with self._cond:
-            self.limit = min(float(self.capacity), self.limit + 1.0 / max(self.limit, 1.0))
-            self._cond.notify()
+            gauge = self._gauge(org_id)
+            gauge.limit = min(float(self.capacity), gauge.limit + 1.0 / max(gauge.limit, 1.0))
+            self._cond.notify_all()
+
+    def limit(self, org_id: str = "") -> float:
+        with self._cond:
+            return self._gauge(org_id).limit
 
 
 # KEYS: holders zset, state hash. ARGV: capacity, token, ttl. Returns 0 (granted), -1 (every slot
@@ -130,26 +155,30 @@ class RedisBudget:
         max_wait_s: float = 60.0,
     ) -> None:
         self._redis = client
-        self._holders = f"enos-import:budget:{name}:holders"
-        self._state = f"enos-import:budget:{name}:state"
-        # A token pushed here on every release wakes one caller waiting for a slot at once
-        # (BLPOP); without it, the waiter asks again after RELEASE_POLL_S at the latest.
-        self._released = f"enos-import:budget:{name}:released"
+        self._name = name
         self.capacity = capacity
         self.slot_ttl_s = slot_ttl_s
         self.max_wait_s = max_wait_s
         self._acquire = client.register_script(_ACQUIRE)
         self._adjust = client.register_script(_ADJUST)
 
+    def _keys(self, org_id: str) -> tuple[str, str, str]:
+        """The org's holders (zset), state (hash), and released list: a token pushed there on
+        every release wakes one caller waiting for a slot at once (BLPOP); without it, the
+        waiter asks again after RELEASE_POLL_S at the latest."""
+        prefix = f"enos-import:budget:{self._name}|{org_id}"
+        return f"{prefix}:holders", f"{prefix}:state", f"{prefix}:released"
+
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self, org_id: str = "") -> Iterator[None]:
+        holders, state, released = self._keys(org_id)
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.max_wait_s
         try:
             while True:
                 answer = int(
                     self._acquire(
-                        keys=[self._holders, self._state],
+                        keys=[holders, state],
                         args=[self.capacity, token, self.slot_ttl_s],
                     )
                 )
@@ -159,7 +188,7 @@ class RedisBudget:
                 if time.monotonic() + wait > deadline:
                     raise TransientError("no call slot free in the shared rate budget", sent=False)
                 if answer < 0:
-                    self._redis.blpop([self._released], timeout=wait)
+                    self._redis.blpop([released], timeout=wait)
                 else:
                     time.sleep(wait)
         except redis.RedisError as exc:
@@ -170,19 +199,19 @@ class RedisBudget:
             # On a Redis error the slot expires by itself after slot_ttl_s.
             with suppress(redis.RedisError):
                 release = self._redis.pipeline(transaction=False)
-                release.zrem(self._holders, token)
-                release.lpush(self._released, 1)
-                release.ltrim(self._released, 0, self.capacity - 1)
-                release.expire(self._released, 60)
+                release.zrem(holders, token)
+                release.lpush(released, 1)
+                release.ltrim(released, 0, self.capacity - 1)
+                release.expire(released, 60)
                 release.execute()
 
-    def throttled(self, retry_after: float | None) -> None:
-        self._call_adjust(retry_after if retry_after is not None else 1.0)
+    def throttled(self, retry_after: float | None, org_id: str = "") -> None:
+        self._call_adjust(org_id, retry_after if retry_after is not None else 1.0)
 
-    def succeeded(self) -> None:
-        self._call_adjust(-1)
+    def succeeded(self, org_id: str = "") -> None:
+        self._call_adjust(org_id, -1)
 
-    def _call_adjust(self, retry_after: float) -> None:
+    def _call_adjust(self, org_id: str, retry_after: float) -> None:
         # Adapting the rate is best effort; the next call tries again.
         with suppress(redis.RedisError):
-            self._adjust(keys=[self._state], args=[self.capacity, retry_after])
+            self._adjust(keys=[self._keys(org_id)[1]], args=[self.capacity, retry_after])

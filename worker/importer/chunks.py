@@ -9,6 +9,7 @@ lost message delays a chunk but never loses it and the broker never holds a job'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -141,33 +142,19 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     # delivery: harmless, but a process's time). PostgreSQL: the job's row lock, held to the
     # end of the transaction; SQLite has no row locks and needs none, its writers take turns.
     session.connection().execute(select(JOBS.c.id).where(JOBS.c.id == job_id).with_for_update())
-    state = session.connection().execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar()
-    if state not in (JobStatus.RUNNING, JobStatus.CANCELLING):
-        return []  # a failed or finished job sends nothing more
-    now = db_epoch()
-    fresh = CHUNKS.c.published_at >= now - republish_after_s
-    out = (
+    job = (
         session.connection()
-        .execute(
-            select(func.count()).where(
-                CHUNKS.c.job_id == job_id,
-                or_(
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
-                    ),
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.PENDING,
-                        CHUNKS.c.published_at.is_not(None),
-                        fresh,
-                    ),
-                ),
-            )
-        )
-        .scalar_one()
+        .execute(select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == job_id))
+        .first()
     )
-    room = window - int(out)
+    if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
+        return []  # a failed or finished job sends nothing more
+    window = fair_share(session, job.org_id, window)
+    now = db_epoch()
+    room = window - _out(session, job_id, now, republish_after_s)
     if room <= 0:
         return []
+    fresh = CHUNKS.c.published_at >= now - republish_after_s
     candidates = (
         select(CHUNKS.c.id)
         .where(
@@ -190,6 +177,47 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
             update(CHUNKS).where(CHUNKS.c.id.in_(ids)).values(published_at=now)
         )
     return ids
+
+
+def _out(session: Session, job_id: str, now: Any, republish_after_s: float) -> int:
+    """The job's chunks out: held under a live lease, or published lately and not yet taken."""
+    fresh = CHUNKS.c.published_at >= now - republish_after_s
+    return int(
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                CHUNKS.c.job_id == job_id,
+                or_(
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
+                    ),
+                    and_(
+                        CHUNKS.c.status == ChunkStatus.PENDING,
+                        CHUNKS.c.published_at.is_not(None),
+                        fresh,
+                    ),
+                ),
+            )
+        )
+        .scalar_one()
+    )
+
+
+def fair_share(session: Session, org_id: str, window: int) -> int:
+    """The part of the window one job of the org may have out: jobs of one org share its rate
+    budget, so a small job submitted beside a big one waits behind at most its share of the big
+    one's messages, not the whole window."""
+    active = (
+        session.connection()
+        .execute(
+            select(func.count()).where(
+                JOBS.c.org_id == org_id,
+                JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
+            )
+        )
+        .scalar_one()
+    )
+    return max(1, window // max(1, int(active)))
 
 
 def open_chunks(session: Session, job_id: str) -> int:

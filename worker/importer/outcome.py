@@ -20,7 +20,7 @@ from worker.db.upsert import insert_ignore
 from worker.enos.models import PRODUCT_FULL
 from worker.importer import batch_limits, chunks, jobs
 from worker.importer.answers import Answers
-from worker.importer.chunks import PendingItem
+from worker.importer.chunks import Claim, PendingItem
 from worker.importer.settle import (
     NO_KEY_MESSAGE,
     Stop,
@@ -85,14 +85,7 @@ def write_outcome(session: Session, settings: Settings, start: Start, plan: Plan
     # deadlock against another chunk doing the same).
     exclusive = bool(plan.split or answers.job_error)
     update_outcomes(session, outcome_rows(start.items, answers, plan.error))
-    if answers.full_products:
-        rows = [
-            {"job_id": claim.job_id, "product_key": key, "message": message}
-            for key, message in answers.full_products.items()
-        ]
-        insert_ignore(session, FULL_PRODUCTS, rows)
-    if answers.job_error:
-        jobs.fail_job(session, claim.job_id, answers.job_error)
+    _write_learnt(session, start, plan)
     job = session.execute(
         select(JOBS.c.status, JOBS.c.failure, JOBS.c.last_error)
         .where(JOBS.c.id == claim.job_id)
@@ -111,34 +104,56 @@ def write_outcome(session: Session, settings: Settings, start: Start, plan: Plan
         stop = Stop(ItemStatus.FAILED, give_up_message(claim.attempts, age, plan.error))
     full = {**start.full, **answers.full_products}
     step = next_state(remaining, answers.maybe, stop, full, plan, settings)
+    closing = stop.message if stop is not None and remaining else plan.error
+    _apply(session, claim, step, plan.error, closing)
+    return step.state
+
+
+def _write_learnt(session: Session, start: Start, plan: Plan) -> None:
+    """What the attempt learnt beyond its rows' outcomes: full products, a split, the org's
+    batch limits, and a failure of the whole job."""
+    claim, answers = start.claim, plan.answers
+    if answers.full_products:
+        rows = [
+            {"job_id": claim.job_id, "product_key": key, "message": message}
+            for key, message in answers.full_products.items()
+        ]
+        insert_ignore(session, FULL_PRODUCTS, rows)
+    if answers.job_error:
+        jobs.fail_job(session, claim.job_id, answers.job_error)
+
+
+def _apply(
+    session: Session, claim: Claim, step: Next, error: str | None, closing: str | None
+) -> None:
+    """Ends the rows ``step`` settles and moves the chunk on; its ``last_error`` is the
+    attempt's ``error`` while it stays open, ``closing`` once it closes."""
     for settled in step.settlements:
         settle_items(
             session, settled.items, settled.status, settled.message, settled.retryable,
             settled.error_code,
         )  # fmt: skip
-    if step.state == ChunkStatus.PENDING:
-        chunks.fenced(
-            session,
-            claim,
-            status=ChunkStatus.PENDING,
-            # Counted from now, not from the claim: the call's own time is no part of the wait.
-            next_attempt_at=db_epoch() + step.delay,
-            lease_expires_at=None,
-            published_at=None,
-            needs_reconcile=step.needs_reconcile,
-            last_error=plan.error,
-        )
-    else:
-        last_error = stop.message if stop is not None and remaining else plan.error
+    if step.state != ChunkStatus.PENDING:
         chunks.fenced(
             session,
             claim,
             status=step.state,
             lease_expires_at=None,
             needs_reconcile=False,
-            last_error=last_error,
+            last_error=closing,
         )
-    return step.state
+        return
+    chunks.fenced(
+        session,
+        claim,
+        status=ChunkStatus.PENDING,
+        # Counted from now, not from the claim: the call's own time is no part of the wait.
+        next_attempt_at=db_epoch() + step.delay,
+        lease_expires_at=None,
+        published_at=None,
+        needs_reconcile=step.needs_reconcile,
+        last_error=error,
+    )
 
 
 def next_state(

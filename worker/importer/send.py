@@ -186,7 +186,7 @@ def _look_up_first(ctx: SendContext, start: Start, answers: Answers) -> None:
 
 def _call(ctx: SendContext, start: Start, todo: list[PendingItem], plan: Plan) -> None:
     answers = plan.answers
-    with ctx.budget.slot():
+    with ctx.budget.slot(start.org_id):
         # The lease is renewed right before the call, so the call (connect + read timeout, less
         # than the lease) ends before anyone may take the chunk over; a chunk taken over while
         # this attempt waited for its slot is not sent by this attempt.
@@ -202,7 +202,7 @@ def _call(ctx: SendContext, start: Start, todo: list[PendingItem], plan: Plan) -
             require_secret=bool(start.options.get("require_secret")),
         )
         plan.call_s = time.perf_counter() - called
-    ctx.budget.succeeded()
+    ctx.budget.succeeded(start.org_id)
     exists, full_but_maybe = answers.apply(result, todo)
     if answers.created and len(todo) > start.largest_ok:
         # Only news is written: the org's row would otherwise be rewritten by every chunk.
@@ -222,7 +222,7 @@ def _read_error(ctx: SendContext, start: Start, plan: Plan, exc: errors.EnosErro
     plan.error = str(exc)
     sent = [i for i in start.items if i.id in answers.sent and i.id not in answers.outcomes]
     if isinstance(exc, errors.RateLimitedError):
-        ctx.budget.throttled(exc.retry_after)
+        ctx.budget.throttled(exc.retry_after, start.org_id)
         plan.delay = retry_delay(settings, claim.attempts, exc.retry_after)
         plan.reconcile_next = claim.needs_reconcile and not answers.sent
     elif isinstance(exc, errors.TransientError):

@@ -73,9 +73,13 @@ def out_of_attempts(claim: Claim, settings: Settings) -> bool:
 
 
 def may_exist(item: PendingItem, claim: Claim) -> bool:
-    """An earlier call may have created this row's device (it was sent, or its chunk's last
-    answer was lost)."""
-    return claim.needs_reconcile or item.attempts > 0
+    """An earlier call may have created this row's device: its chunk's last answer was lost,
+    or it was sent before (a 5xx may come after the work was done). A row whose key EnOS
+    generates is marked by its chunk alone: every unclear answer for it sets
+    ``needs_reconcile``, and its other answers (429, 11714) said it was not created."""
+    if claim.needs_reconcile:
+        return True
+    return item.attempts > 0 and item.key_source != KeySource.PLATFORM
 
 
 def not_sent_message(message: str) -> str:

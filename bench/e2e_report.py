@@ -36,6 +36,7 @@ class Outcome:
     rss_mb: float = 0.0  # the largest peak RSS of its processes
     cli_wall_s: float = 0.0  # the service only: until `submit --wait` exited
     workers: str = ""
+    busy_cpus: float = 0.0  # the machine's busy CPUs on average meanwhile (/proc/stat), all work
 
     @property
     def rate(self) -> float:
@@ -119,7 +120,7 @@ def print_outcome(o: Outcome) -> None:
         f"{o.tool:>18} c={o.concurrency:<2} {o.devices:>7,} devices in {o.seconds:6.2f} s = "
         f"{o.rate:7,.0f}/s; CPU µs/device ours {o.us(o.cpu_s):5.1f}, PostgreSQL "
         f"{o.us(o.postgres_s):5.1f} (our database {o.us(o.our_db_s):.1f}); "
-        f"peak RSS {o.rss_mb:.0f} MB{extra}",
+        f"peak RSS {o.rss_mb:.0f} MB; machine busy {o.busy_cpus:.2f} CPUs{extra}",
         flush=True,
     )
 
@@ -168,7 +169,9 @@ def section(res: Results) -> str:
         f"Machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} RAM, {info['os']}, "
         f"{info['python']}, PostgreSQL {info['postgres']}; everything on loopback. Shared with "
         f"other work: load average (1, 5, 15 min) {res.load_before} before the run, "
-        f"{res.load_after} after it.",
+        f"{res.load_after} after it. *Machine busy* is the CPUs the whole machine kept busy, on "
+        f"average, during each run (`/proc/stat`, everyone's work): at {info['cpus']} the "
+        "machine had no CPU to spare.",
         "",
         f'Set-up: `enos-import simulator --faults "{FAULTS}"` (a 1,000-device call waits 0.5 s '
         "+ 1,000 x 0.5 ms); sequential 1,000-device calls took "
@@ -192,8 +195,8 @@ def section(res: Results) -> str:
         "`VmHWM` / `ru_maxrss` of the tool's processes.",
         "",
         "| tool | calls in flight | devices | seconds | devices/s | x peer | ours µs/device "
-        "| PostgreSQL µs/device (our database) | peak RSS MB | note |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| PostgreSQL µs/device (our database) | peak RSS MB | machine busy (CPUs) | note |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     peer = res.best("peer").rate
     rows = [*([res.sdk] if res.sdk else []), *res.compared, *res.embedded,
@@ -218,7 +221,9 @@ def _row(o: Outcome, peer: float) -> str:
     rss = f"{o.rss_mb:.0f}" if o.rss_mb else "-"
     return (
         f"| {o.tool} | {o.concurrency} | {o.devices:,} | {o.seconds:.2f} | {o.rate:,.0f} "
-        f"| {o.rate / peer:.2f} | {ours} | {postgres} | {rss} | {note.strip('; ')} |"
+        f"| {o.rate / peer:.2f} | {ours} | {postgres} | {rss} "
+        f"| {f'{o.busy_cpus:.2f}' if o.busy_cpus else '-'} "
+        f"| {note.strip('; ')} |"
     )
 
 
@@ -235,8 +240,9 @@ def _sweep(res: Results) -> list[str]:
         f"![throughput against concurrency]({Path(CHART).name})",
         "",
         "| calls in flight | devices | bound /s | peer /s | service /s | service / peer "
-        "| service ours µs/device | PostgreSQL µs/device (our database) |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| service ours µs/device | PostgreSQL µs/device (our database) "
+        "| machine busy (peer; service) |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for c in sorted({o.concurrency for o in res.sweep}):
         peer = next(o for o in res.sweep if o.tool == "peer" and o.concurrency == c)
@@ -244,7 +250,8 @@ def _sweep(res: Results) -> list[str]:
         lines.append(
             f"| {c} | {svc.devices:,} | {c * 1000 / res.call_s:,.0f} | {peer.rate:,.0f} "
             f"| {svc.rate:,.0f} | {svc.rate / peer.rate:.2f} | {svc.us(svc.cpu_s):.1f} "
-            f"| {svc.us(svc.postgres_s):.1f} ({svc.us(svc.our_db_s):.1f}) |"
+            f"| {svc.us(svc.postgres_s):.1f} ({svc.us(svc.our_db_s):.1f}) "
+            f"| {peer.busy_cpus:.2f}; {svc.busy_cpus:.2f} |"
         )
     return lines
 

@@ -191,8 +191,9 @@ def section(res: Results) -> str:
         "the workers' process tree, beat and the submit CLI (ours) and the PostgreSQL server's "
         "process tree, as bench.import_throughput measures them; in brackets, the CPU of the "
         "backends connected to the bench's own database only (bench.pg_cpu), since other "
-        "checkouts' tests use the same server. Peak RSS is the largest "
-        "`VmHWM` / `ru_maxrss` of the tool's processes.",
+        "checkouts' tests use the same server. Peak RSS is the largest `VmHWM` of the tool's "
+        "processes, sampled while they live (not `wait4`'s `ru_maxrss`, which Linux starts at "
+        "the parent's size: this bench's, about 100 MB).",
         "",
         "| tool | calls in flight | devices | seconds | devices/s | x peer | ours µs/device "
         "| PostgreSQL µs/device (our database) | peak RSS MB | machine busy (CPUs) | note |",

@@ -36,6 +36,7 @@ class Outcome:
     rss_mb: float = 0.0  # the largest peak RSS of its processes
     cli_wall_s: float = 0.0  # the service only: until `submit --wait` exited
     workers: str = ""
+    phases: str = ""  # the service only: where its time went
     busy_cpus: float = 0.0  # the machine's busy CPUs on average meanwhile (/proc/stat), all work
 
     @property
@@ -216,7 +217,7 @@ def section(res: Results) -> str:
 def _row(o: Outcome, peer: float) -> str:
     note = o.workers
     if o.cli_wall_s:
-        note += f"; `submit --wait` exited at {o.cli_wall_s:.1f} s"
+        note += f"; `submit --wait` exited at {o.cli_wall_s:.1f} s; {o.phases}"
     postgres = f"{o.us(o.postgres_s):.1f} ({o.us(o.our_db_s):.1f})" if o.postgres_s else "-"
     ours = f"{o.us(o.cpu_s):.1f}" if o.cpu_s else "-"
     rss = f"{o.rss_mb:.0f}" if o.rss_mb else "-"

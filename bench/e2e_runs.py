@@ -144,6 +144,7 @@ def run_service(
         rss_mb=max(mb for values in clock.by_label().values() for mb in values),
         cli_wall_s=job.wall_s,
         workers=c.pool,
+        phases=f"job created to first claim {job.intake_s:.1f} s, then sending {job.send_s:.1f} s",
     )
 
 

@@ -1,26 +1,36 @@
 # enos-import: one command per everyday task. `make install` first; every target installs if needed.
-VENV    := .venv
+# The newest supported Python here, or the one named: make install PYTHON=python3.12; a second
+# environment beside the first: make install VENV=.venv-311 PYTHON=python3.11.
+PYTHON  ?= python3.13 python3.12 python3.11
+VENV    ?= .venv
 BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
-.PHONY: install demo test test-faults lint fmt typecheck simulator bench bench-e2e migrate all clean
+.PHONY: install demo test test-unit test-fuzz test-faults lint fmt typecheck simulator bench bench-e2e migrate all clean
 
 all: lint typecheck test
 
-install: $(VENV)/.installed
-
-$(VENV)/.installed: pyproject.toml uv.lock
+# uv sync is quick when nothing changed, and makes the environment again when the Python did.
+install:
 	@command -v uv >/dev/null 2>&1 || [ -x .bootstrap/bin/uv ] || \
 		(python3 -m venv .bootstrap && .bootstrap/bin/pip install --quiet "uv==0.13.9")
-	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --python python3.11
-	@touch $@
+	@python=$$(scripts/find-python $(PYTHON)) && \
+		UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --quiet --python "$$python"
 
 demo: install
 	$(BIN)/python -m worker.demo
 
 test: install
 	$(BIN)/pytest
+
+# Everything but the end-to-end and fault tests (which start real processes).
+test-unit: install
+	$(BIN)/pytest --ignore=tests/e2e --ignore=tests/faults
+
+# The property tests with fresh examples, many more of them (hypothesis profile "fuzz").
+test-fuzz: install
+	$(BIN)/pytest -q tests/intake/test_bad_input_properties.py --hypothesis-profile=fuzz
 
 test-faults: install
 	$(BIN)/python -m tests.faults.scenario --devices 100000 --write-docs
@@ -49,5 +59,8 @@ bench: install
 bench-e2e: install
 	$(BIN)/python -m bench.end_to_end
 
+migrate: install
+	$(BIN)/enos-import db upgrade
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache

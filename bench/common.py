@@ -1,11 +1,10 @@
-"""What both benchmarks share: facts about the machine, the code measured, a free port, and
-writing one section of docs/benchmarks.md without touching the others."""
+"""What both benchmarks share: facts about the machine and the code measured. (Processes, free
+ports and writing a section of the docs: tests/harness, shared with the tests.)"""
 
 from __future__ import annotations
 
 import os
 import platform
-import socket
 import subprocess
 from pathlib import Path
 
@@ -45,25 +44,3 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit} (with uncommitted changes)" if dirty else commit
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_section(path: Path, heading: str, body: str) -> None:
-    """Replaces the section ``heading`` (up to the next ``## ``), or appends it; others stay."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("# Benchmarks\n\n" + body)
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
-    if start is None:
-        path.write_text("".join(lines).rstrip("\n") + "\n\n" + body)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:start]) + body + ("\n" + tail if tail else ""))

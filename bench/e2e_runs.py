@@ -1,5 +1,5 @@
 """How bench.end_to_end runs each tool once and measures it: the peer and the embedded runner
-as processes (time, CPU, peak RSS), the service through bench.import_throughput's job run, and
+as processes (time, CPU, peak RSS), the service through bench.throughput's job run, and
 a cluster of worker processes as separate hosts would run them."""
 
 from __future__ import annotations
@@ -18,22 +18,14 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from bench import import_throughput as it
 from bench.e2e_report import Outcome
-from bench.import_throughput import (
-    BIN,
-    ORG,
-    BenchError,
-    Cluster,
-    PeakRss,
-    Workers,
-    start,
-    tree,
-    wait_for,
-)
 from bench.pg_cpu import BackendCpu
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.throughput.config import BENCH_DB, ORG, BenchError
+from bench.throughput.jobs import Bench, run_job
+from bench.throughput.procfs import status_kb, tree
+from bench.throughput.samplers import PeakRss
+from bench.throughput.services import Cluster, Workers, flush_redis
+from tests.harness.processes import BIN, ROOT, start, wait_until
 
 
 class SubmitClock(PeakRss):
@@ -72,7 +64,7 @@ def run_process(
                 os.killpg(proc.pid, 9)
                 proc.wait(10)
                 raise BenchError(f"{argv[:3]} did not end within {timeout_s:.0f} s")
-            peak_kb = max(peak_kb, it.status_kb(proc.pid, "VmHWM") or 0)
+            peak_kb = max(peak_kb, status_kb(proc.pid, "VmHWM") or 0)
             time.sleep(0.02)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -118,14 +110,13 @@ def run_embedded(path: Path, devices: int, env: dict[str, str], folder: Path) ->
     return Outcome("embedded", concurrency, devices, seconds, cpu_s=cpu, rss_mb=rss)
 
 
-def run_service(
-    label: str, path: Path, devices: int, c: Cluster, sim: it.Proc, env: dict[str, str],
-    workdir: Path, db: Engine,
-) -> Outcome:  # fmt: skip
-    clock = SubmitClock()
-    with BackendCpu(it.ADMIN_URL, it.BENCH_DB) as backends, clock:
-        job = it.run_job(label, path, devices, c, sim, env, workdir, db, clock, 900)
-    with db.connect() as conn:
+def run_service(bench: Bench, label: str, path: Path, devices: int, c: Cluster) -> Outcome:
+    """``submit --wait`` through ``run_job``, on ``bench`` whose sampler is a ``SubmitClock``."""
+    clock = bench.rss
+    assert isinstance(clock, SubmitClock)
+    with BackendCpu(bench.servers.admin_url, BENCH_DB) as backends:
+        job = run_job(bench, label, path, devices, c, 900)
+    with bench.db.connect() as conn:
         finished = conn.execute(
             text(
                 "SELECT extract(epoch from finished_at) FROM import_job_status "
@@ -134,7 +125,7 @@ def run_service(
         ).scalar_one()
     return Outcome(
         "service",
-        int(env["ENOS_IMPORT_MAX_CONCURRENCY"]),
+        int(bench.env["ENOS_IMPORT_MAX_CONCURRENCY"]),
         devices,
         float(finished) - clock.cli_started,
         cpu_s=job.ours_cpu_s,
@@ -154,7 +145,7 @@ def hosts(count: int, spec: Workers, env: dict[str, str], workdir: Path, db: Eng
     """``count`` Celery workers as separate hosts would run them (each its own hostname and
     prefork pool, one broker and database), and one beat; ready once beat swept. The workers
     share one process group under a shell, so the cluster's CPU and RSS cover all of them."""
-    it.flush_redis()
+    flush_redis(env["ENOS_IMPORT_BROKER_URL"])
     celery = str(BIN / "celery")
     started = time.time()
     commands = [
@@ -191,9 +182,9 @@ def hosts(count: int, spec: Workers, env: dict[str, str], workdir: Path, db: Eng
                 ).scalar()
             return last is not None and float(last) >= started
 
-        wait_for(swept, "a first sweep", 90, running.procs)
+        wait_until(swept, "a first sweep", 90, running.procs)
         wanted = 1 + count * (spec.processes + 1)
-        wait_for(lambda: len(tree(workers.pid)) >= wanted, "the workers", 60, running.procs)
+        wait_until(lambda: len(tree(workers.pid)) >= wanted, "the workers", 60, running.procs)
         yield running
     finally:
         if beat is not None:

@@ -3,7 +3,7 @@ embedded default, on the same simulator, as a user comparing tools would.
 
 The simulator answers a 1,000-device batchCreate in about a second
 (``latency_ms=500,per_device_us=500``). Each tool imports a fresh CSV file of the same shape
-(three products, the columns of ``bench.import_throughput``; fresh deviceKeys each time, since
+(three products, the columns of ``bench.throughput.inputs``; fresh deviceKeys each time, since
 the simulator keeps every device it made):
 
 1. the strong peer (``bench.peer``: asyncio + httpx, 8 calls in flight, no persistence), from
@@ -12,7 +12,7 @@ the simulator keeps every device it made):
    --concurrency 10`` and beat, ``ENOS_IMPORT_MAX_CONCURRENCY`` 8) importing through
    ``enos-import submit FILE --wait``, from the submit's process start to the job's
    ``finished_at`` (reading the file included), after one warm-up job on the same workers;
-3. the official SDK in a sequential loop (``bench.import_throughput.sdk_baseline``);
+3. the official SDK in a sequential loop (``bench.throughput.calls.sdk_baseline``);
 4. ``enos-import run FILE`` on SQLite (the embedded default), from its process start to its exit;
 5. scale-out: two worker processes (two ``celery worker`` commands with their own hostnames, as
    two hosts run them) at ``MAX_CONCURRENCY`` 16, twice the devices, against one at 8 (2.);
@@ -23,11 +23,12 @@ the simulator keeps every device it made):
 
 The peer and the service run ``--repeat`` times, alternating; the targets are judged on each
 tool's best run and every run is shown. CPU and peak RSS are measured as
-``bench.import_throughput`` does. The results replace the "End to end against the strong peer"
-section of ``docs/benchmarks.md``.
+``bench.import_throughput`` does (``bench.throughput``), on the same servers, bench database and
+Redis database (so the two do not run at the same time). The results replace the "End to end
+against the strong peer" section of ``docs/benchmarks.md``.
 
     .venv/bin/python -m bench.end_to_end [--devices N] [--repeat N] [--sweep-rounds N]
-        [--redis-db N] [--no-sweep] [--no-write] [--keep]
+        [--no-sweep] [--no-write] [--keep]
 
 Exit status 0 when every target passed, 1 otherwise.
 """
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import sys
 import tempfile
@@ -43,10 +45,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-
-from bench import import_throughput as it
-from bench.common import write_section
 from bench.e2e_report import (
     DOC,
     SECTION,
@@ -57,94 +55,102 @@ from bench.e2e_report import (
     print_outcome,
     section,
 )
-from bench.e2e_runs import hosts, run_embedded, run_peer, run_service
-from bench.import_throughput import Cluster, Workers, write_csv
+from bench.e2e_runs import SubmitClock, hosts, run_embedded, run_peer, run_service
+from bench.throughput.calls import probe_call_time, sdk_baseline
+from bench.throughput.config import BATCH, SDK_CALLS
+from bench.throughput.inputs import write_csv
+from bench.throughput.jobs import Bench, machine_busy_s
+from bench.throughput.report import machine_with_postgres
+from bench.throughput.services import (
+    Cluster,
+    Workers,
+    cluster,
+    drop_database,
+    fresh_database,
+    import_env,
+    servers,
+    simulator,
+)
+from tests.harness.docs import write_section
+from tests.harness.processes import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SWEEP = (1, 2, 4, 8, 16)
 DEPLOY_PROCESSES = 10  # deploy/docker-compose.yml: --pool prefork --concurrency 10
 PEER_CONCURRENCY = 8
-# Separate names from bench.import_throughput's, so that the two can run at the same time.
-E2E_DB = "enos_import_e2e"
-REDIS_DB = 14
 
 
-def with_concurrency(env: dict[str, str], concurrency: int) -> dict[str, str]:
-    return {**env, "ENOS_IMPORT_MAX_CONCURRENCY": str(concurrency)}
+def with_concurrency(bench: Bench, concurrency: int) -> Bench:
+    env = {**bench.env, "ENOS_IMPORT_MAX_CONCURRENCY": str(concurrency)}
+    return dataclasses.replace(bench, env=env)
 
 
-class Bench:
-    """One run of everything: the simulator, the database and the files it made."""
+class Comparison:
+    """One run of everything on one simulator and database, and the files it made."""
 
-    def __init__(self, url: str, sim: it.Proc, workdir: Path, db: Engine, tag: str) -> None:
-        self.url, self.sim, self.workdir, self.db, self.tag = url, sim, workdir, db, tag
-        self.env = it.base_env(url)
+    def __init__(self, bench: Bench, tag: str) -> None:
+        self.bench, self.tag = bench, tag
         self.files = 0
 
     def csv(self, devices: int) -> Path:
         self.files += 1
         name = f"{self.tag}-f{self.files}"
-        return write_csv(self.workdir / f"{name}.csv", name, devices)
+        return write_csv(self.bench.workdir / f"{name}.csv", name, devices)
 
     def timed(self, devices: int, run: Callable[[Path], Outcome]) -> Outcome:
         """``run`` on a fresh file of ``devices`` rows, with how busy the machine was meanwhile."""
         path = self.csv(devices)
-        busy, started = it.machine_busy_s(), time.monotonic()
+        busy, started = machine_busy_s(), time.monotonic()
         try:
             outcome = run(path)
         finally:
             path.unlink()
-        outcome.busy_cpus = (it.machine_busy_s() - busy) / (time.monotonic() - started)
+        outcome.busy_cpus = (machine_busy_s() - busy) / (time.monotonic() - started)
         return outcome
 
-    def service(self, label: str, devices: int, c: Cluster, env: dict[str, str]) -> Outcome:
-        return self.timed(
-            devices,
-            lambda path: run_service(label, path, devices, c, self.sim, env, self.workdir, self.db),
-        )
+    def service(self, bench: Bench, label: str, devices: int, c: Cluster) -> Outcome:
+        return self.timed(devices, lambda path: run_service(bench, label, path, devices, c))
 
-    def warm(self, c: Cluster, env: dict[str, str]) -> None:
+    def warm(self, bench: Bench, c: Cluster) -> None:
         """One small job on fresh workers, not counted: every process imports and connects."""
-        devices = 2 * c.spec.processes * it.BATCH
-        self.service(f"warm-{c.spec.slug}", devices, c, env)
+        self.service(bench, f"warm-{c.spec.slug}", 2 * c.spec.processes * BATCH, c)
 
     def peer(self, devices: int, concurrency: int) -> Outcome:
-        env = with_concurrency(self.env, concurrency)
+        env = with_concurrency(self.bench, concurrency).env
         return self.timed(devices, lambda path: run_peer(path, devices, env, concurrency))
 
     def embedded(self, devices: int) -> Outcome:
-        folder = self.workdir / f"embedded-{self.files + 1}"
-        return self.timed(devices, lambda path: run_embedded(path, devices, self.env, folder))
+        folder = self.bench.workdir / f"embedded-{self.files + 1}"
+        env = self.bench.env
+        return self.timed(devices, lambda path: run_embedded(path, devices, env, folder))
 
     def compare(self, devices: int, repeat: int) -> list[Outcome]:
         """The peer and the deployed service, alternating, on the same workers."""
-        spec = Workers("prefork", DEPLOY_PROCESSES)
+        b = self.bench
         out = []
-        with it.cluster(spec, self.env, self.workdir, self.db) as c:
-            self.warm(c, self.env)
+        with cluster(Workers("prefork", DEPLOY_PROCESSES), b.env, b.workdir, b.db) as c:
+            self.warm(b, c)
             for k in range(repeat):
                 out.append(show(self.peer(devices, PEER_CONCURRENCY)))
-                out.append(show(self.service(f"service #{k + 1}", devices, c, self.env)))
+                out.append(show(self.service(b, f"service #{k + 1}", devices, c)))
         return out
 
     def scale_out(self, devices: int) -> Outcome:
-        env = with_concurrency(self.env, 16)
-        with hosts(2, Workers("prefork", DEPLOY_PROCESSES), env, self.workdir, self.db) as c:
-            self.warm(c, env)
-            run = self.service("two hosts", devices, c, env)
+        b = with_concurrency(self.bench, 16)
+        with hosts(2, Workers("prefork", DEPLOY_PROCESSES), b.env, b.workdir, b.db) as c:
+            self.warm(b, c)
+            run = self.service(b, "two hosts", devices, c)
         run.tool, run.workers = "service, two hosts", f"2 x {c.spec.name}"
         return show(run)
 
     def sweep(self, rounds: int) -> list[Outcome]:
         out = []
         for concurrency in SWEEP:
-            devices = rounds * concurrency * it.BATCH
+            devices = rounds * concurrency * BATCH
             out.append(show(self.peer(devices, concurrency)))
-            env = with_concurrency(self.env, concurrency)
-            spec = Workers("prefork", concurrency + 2)
-            with it.cluster(spec, env, self.workdir, self.db) as c:
-                self.warm(c, env)
-                out.append(show(self.service(f"sweep {concurrency}", devices, c, env)))
+            b = with_concurrency(self.bench, concurrency)
+            with cluster(Workers("prefork", concurrency + 2), b.env, b.workdir, b.db) as c:
+                self.warm(b, c)
+                out.append(show(self.service(b, f"sweep {concurrency}", devices, c)))
         return out
 
 
@@ -157,14 +163,7 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def isolate(redis_db: int) -> None:
-    """Points bench.import_throughput's helpers at this bench's own database and Redis db."""
-    it.BENCH_DB = E2E_DB
-    it.DB_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{E2E_DB}"
-    it.REDIS_URL = f"redis://127.0.0.1:6379/{redis_db}"
-
-
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.end_to_end",
         description=__doc__,
@@ -173,15 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=100_000, help="devices of each compared run")
     parser.add_argument("--repeat", type=int, default=2, help="runs of the peer and the service")
     parser.add_argument("--sweep-rounds", type=int, default=6, help="rounds of calls per sweep run")
-    parser.add_argument("--sdk-calls", type=int, default=it.SDK_CALLS, help="calls of the SDK loop")
-    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="the broker's Redis db")
+    parser.add_argument("--sdk-calls", type=int, default=SDK_CALLS, help="calls of the SDK loop")
     parser.add_argument("--no-sweep", action="store_true", help="skip the concurrency sweep")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC.name}")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     given = argv if argv is not None else sys.argv[1:]
     command = " ".join([".venv/bin/python -m bench.end_to_end", *given])
-    isolate(args.redis_db)
     res = Results(command, dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), load())
     t_start = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -190,24 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work folder: {tmp}")
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="enos-import-e2e-"))
-        workdir = Path(tmp)
-        db = it.fresh_database()
-        it.POSTGRES_PID[0], it.REDIS_PID[0] = it.postmaster_pid(), it.redis_pid()
-        try:
-            with it.simulator(workdir) as (url, sim):
-                bench = Bench(url, sim, workdir, db, f"e{int(time.time()) % 100000:05d}")
-                res.probe_s = it.probe_call_time(url, f"{bench.tag}-probe")
-                sdk = it.sdk_baseline(url, f"{bench.tag}-sdk", args.sdk_calls)
-                res.sdk = show(Outcome("SDK loop", 1, sdk.devices, sdk.wall_s))
-                res.compared = bench.compare(args.devices, args.repeat)
-                res.embedded = [show(bench.embedded(args.devices)) for _ in range(args.repeat)]
-                res.scale_out = bench.scale_out(2 * args.devices)
-                if not args.no_sweep:
-                    res.sweep = bench.sweep(args.sweep_rounds)
-        finally:
-            db.dispose()
-            with contextlib.suppress(Exception):
-                it.drop_database()
+        clock = SubmitClock()
+        stack.enter_context(clock)
+        measure(args, Path(tmp), clock, res)
     res.wall_s = time.monotonic() - t_start
     res.load_after = load()
     print(f"bench took {res.wall_s:.0f} s; load average before {res.load_before}, "
@@ -221,6 +207,29 @@ def main(argv: list[str] | None = None) -> int:
         write_section(DOC, SECTION, text_out)
         print(f"wrote the '{SECTION[3:]}' section of {DOC.relative_to(ROOT)}")
     return 0 if passed(res) else 1
+
+
+def measure(args: argparse.Namespace, workdir: Path, clock: SubmitClock, res: Results) -> None:
+    """Every tool, one after the other, on one simulator and one bench database."""
+    tag = f"e{int(time.time()) % 100000:05d}"
+    with servers() as found:
+        db = fresh_database(found)
+        try:
+            with simulator(workdir) as (url, sim):
+                run = Comparison(Bench(found, sim, import_env(url, found), workdir, db, clock), tag)
+                res.probe_s = probe_call_time(url, f"{tag}-probe")
+                sdk = sdk_baseline(url, f"{tag}-sdk", args.sdk_calls)
+                res.sdk = show(Outcome("SDK loop", 1, sdk.devices, sdk.wall_s))
+                res.compared = run.compare(args.devices, args.repeat)
+                res.embedded = [show(run.embedded(args.devices)) for _ in range(args.repeat)]
+                res.scale_out = run.scale_out(2 * args.devices)
+                if not args.no_sweep:
+                    res.sweep = run.sweep(args.sweep_rounds)
+            res.machine = machine_with_postgres(found.admin_url)
+        finally:
+            db.dispose()
+            with contextlib.suppress(Exception):
+                drop_database(found)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import http.client
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,9 @@ from typing import Any
 
 import orjson
 
-from bench.common import code_version, free_port, machine, write_section
+from bench.common import code_version, machine
+from tests.harness.docs import write_section
+from tests.harness.processes import free_port, start, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -105,8 +106,8 @@ def device(run: str, i: int) -> dict[str, Any]:
 def bodies(run: str, devices: int, require_secret: bool) -> list[bytes]:
     """Pre-serialised batchCreate bodies of ``BATCH`` devices (the last one may be shorter)."""
     out = []
-    for start in range(0, devices, BATCH):
-        chunk = [device(run, i) for i in range(start, min(start + BATCH, devices))]
+    for first in range(0, devices, BATCH):
+        chunk = [device(run, i) for i in range(first, min(first + BATCH, devices))]
         out.append(orjson.dumps({"deviceList": chunk, "requireSecret": require_secret}))
     return out
 
@@ -203,34 +204,13 @@ def running_simulator(state: bool) -> Iterator[tuple[int, int]]:
     with tempfile.TemporaryDirectory(prefix="enos-sim-bench-") as tmp:
         port = free_port()
         state_path = Path(tmp) / "simulator.db" if state else None
-        log_path = Path(tmp) / "simulator.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                simulator_command(port, state_path, Path(tmp) / "demo-key.pem"),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        argv = simulator_command(port, state_path, Path(tmp) / "demo-key.pem")
+        proc = start("simulator", argv, dict(os.environ), Path(tmp))
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise BenchError(f"the simulator exited: {log_path.read_text()[-2000:]}")
-                try:
-                    get_json(port, "/__sim/stats")
-                    break
-                except (OSError, BenchError):
-                    if time.monotonic() > deadline:
-                        raise BenchError("the simulator did not answer within 60 s") from None
-                    time.sleep(0.05)
-            yield port, process.pid
+            wait_until(lambda: get_json(port, "/__sim/stats"), "the simulator", 60, [proc], 0.05)
+            yield port, proc.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            proc.stop()
 
 
 def process_cpu_s(pid: int) -> float:

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import settings
 
+from tests.harness.services import postgres_admin_url, redis_server_url
 from worker.enos.client import EnosClient
 from worker.simulator.api import SimConfig
 from worker.simulator.app import create_app
@@ -21,6 +23,14 @@ for _name in [n for n in os.environ if n.startswith("ENOS_IMPORT_")]:
     del os.environ[_name]
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests: a developer's run draws fresh examples and replays the failures it kept; CI
+# draws the same examples every time (a submission fails for what it changed, not for a new
+# draw), and keeps no database; `make test-fuzz` draws fresh and many more.
+settings.register_profile("dev", max_examples=60)
+settings.register_profile("ci", max_examples=60, derandomize=True, database=None, print_blob=True)
+settings.register_profile("fuzz", max_examples=2_000)
+settings.load_profile("ci" if CI else "dev")
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +58,12 @@ def sim_config() -> SimConfig:
 
 
 @pytest.fixture
-def sim_app(sim_store: Store, sim_config: SimConfig):  # type: ignore[no-untyped-def]
+def sim_app(sim_store: Store, sim_config: SimConfig):
     return create_app(sim_store, sim_config, FaultProfile())
 
 
 @pytest.fixture
-def sim_transport(sim_app) -> Iterator[InProcessTransport]:  # type: ignore[no-untyped-def]
+def sim_transport(sim_app) -> Iterator[InProcessTransport]:
     transport = InProcessTransport(sim_app)
     yield transport
     transport.close()
@@ -76,43 +86,49 @@ def client(sim_transport: InProcessTransport) -> Iterator[EnosClient]:
 
 
 @pytest.fixture
-def sim_server(sim_app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def sim_server(sim_app) -> Iterator[str]:
     """The simulator as a real uvicorn server on a free loopback port; yields its base URL."""
     with serve_in_thread(sim_app) as url:
         yield url
 
 
 # ----------------------------------------------------------------------------------- databases
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TABLES = (
-    "import_items, import_chunks, import_full_products, import_jobs, import_org_batch_limits, "
-    "import_service_beats"
+    "import_job_events, import_inbox_files, import_inbox_sightings, import_items, import_chunks, "
+    "import_full_products, import_jobs, import_org_batch_limits, import_service_beats"
 )
 
 
-def _service_missing(what: str, exc: Exception) -> None:
-    message = f"{what} is not reachable: {exc}"
-    if CI:
-        pytest.fail(message)
-    pytest.skip(message)
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """The PostgreSQL server of this session: the machine's on 127.0.0.1:5432, or else a
+    private one (see tests/harness/services.py). Every PostgreSQL URL of the tests starts here."""
+    with postgres_admin_url() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def pg_url(worker_tag: str) -> Iterator[str]:
+def redis_server() -> Iterator[str]:
+    """The Redis server of this session (``redis://host:port``): the machine's on
+    127.0.0.1:6379, or else a private one. Every Redis URL of the tests starts here."""
+    with redis_server_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str, worker_tag: str) -> Iterator[str]:
     """A PostgreSQL database of this test session, migrated once."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
     from worker.db.migrate import upgrade
 
     name = f"enos_import_test_{worker_tag}"
-    try:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        _service_missing("PostgreSQL on 127.0.0.1:5432", exc)
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     yield url
     with admin.connect() as conn:
@@ -135,7 +151,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def db(request: pytest.FixtureRequest):
     """The import database, on PostgreSQL and on SQLite, emptied before each test."""
     from sqlalchemy import text
 
@@ -154,7 +170,7 @@ def db(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def pg_db(pg_url: str):  # type: ignore[no-untyped-def]
+def pg_db(pg_url: str):
     """The PostgreSQL import database alone, emptied before the test."""
     from sqlalchemy import text
 
@@ -168,16 +184,13 @@ def pg_db(pg_url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """A Redis database number of the tests' own on the shared server, flushed first."""
+def redis_url(redis_server: str) -> str:
+    """A Redis database number of the tests' own, flushed first."""
     import redis
 
     # TEST_REDIS_DB lets several checkouts run their suites side by side on one server.
-    url = f"redis://127.0.0.1:6379/{os.environ.get('TEST_REDIS_DB', '11')}"
-    try:
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        client.close()
-    except Exception as exc:
-        _service_missing("Redis on 127.0.0.1:6379", exc)
+    url = f"{redis_server}/{os.environ.get('TEST_REDIS_DB', '11')}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
     return url

@@ -13,6 +13,14 @@ def results(service_s: float = 14.0, ours_s: float = 3.0, postgres_s: float = 2.
         command="python -m bench.end_to_end",
         started="2026-12-01 16:00 UTC",
         load_before="0.10 0.20 0.30",
+        machine={
+            "cpus": "2",
+            "cpu": "x",
+            "memory": "1 GiB",
+            "os": "Linux",
+            "python": "CPython",
+            "postgres": "15",
+        },
         probe_s=[1.05, 1.05],
         sdk=Outcome("SDK loop", 1, 20_000, 20_000 / 900),
         compared=[

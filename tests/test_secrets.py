@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.processes import BIN, Finished, free_port, run_cli, start, wait_until
-from tests.e2e.services import TIMINGS, Simulator, base_env, job_id_from
+from tests.e2e.services import TIMINGS, Simulator, job_id_from
+from tests.harness.processes import BIN, Finished, base_env, free_port, run_cli, start, wait_until
 from worker.enos import errors
 from worker.runtime import make_client
 from worker.settings import Settings
@@ -145,9 +146,9 @@ def imported(simulator: tuple[Simulator, Path]) -> Imported:
             assert done.returncode == 0, done.stderr
         run.cli(f"status {job_id}", "status", job_id)
     run.cli("status", "status")
-    path = str(workdir / "devices.csv")
+    devices = str(workdir / "devices.csv")
     for label, extra in (("validate", ()), ("validate insecure", ("--insecure",))):
-        done = run.cli(label, "validate", path, "--org", DEMO_ORG, *extra)
+        done = run.cli(label, "validate", devices, "--org", DEMO_ORG, *extra)
         assert done.returncode == 3, done  # the invalid row
     return run
 
@@ -175,7 +176,7 @@ def _access_token(sim: Simulator) -> str:
 def _database_text(path: Path) -> dict[str, str]:
     """All the text of every table, by table, except the ciphertext columns."""
     texts: dict[str, str] = {}
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         tables = [
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         ]
@@ -233,7 +234,7 @@ def test_the_explicit_export_decrypts_what_the_database_keeps_sealed(imported: I
     assert len(opened) >= 100
     assert opened == {key: plaintext[key] for key in opened}
 
-    with sqlite3.connect(imported.database) as conn:
+    with closing(sqlite3.connect(imported.database)) as conn:
         stored = conn.execute(
             "SELECT device_key, device_secret, session_key FROM import_items "
             "WHERE device_secret IS NOT NULL"

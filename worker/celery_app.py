@@ -12,6 +12,7 @@ import gc
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import setup_logging, worker_init
 from kombu.entity import Exchange, Queue
 
@@ -55,20 +56,56 @@ def configure(app: Celery, settings: Settings) -> None:
         task_default_queue=QUEUE,
         task_default_exchange="",
         task_default_routing_key=QUEUE,
+        # Time limits: a task stuck on hostile input or a hung call must end. A chunk's work
+        # is worth nothing after its lease (another worker may take it), so its soft limit
+        # is the lease and its hard limit falls before the broker would redeliver it. An
+        # intake or a scan reads a whole file: TASK_TIME_LIMIT_S; a stopped intake is started
+        # again by the sweeper, a bounded number of times.
+        task_annotations=_time_limits(settings),
+        # A child whose memory grew past this (fragmentation, a large input) is replaced after
+        # its task, so that one process cannot starve the machine (KiB).
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        beat_schedule={
-            "enos_import.sweep": {
-                "task": "enos_import.sweep",
-                "schedule": settings.sweep_interval_s,
-                "options": {"expires": settings.sweep_interval_s * 3},
-            },
-        },
+        beat_schedule=_beat_schedule(settings),
+        # Crontab schedules (the inbox scan) are read in this time zone.
+        timezone=settings.inbox_timezone,
     )
 
 
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    schedule: dict[str, dict[str, Any]] = {
+        "enos_import.sweep": {
+            "task": "enos_import.sweep",
+            "schedule": settings.sweep_interval_s,
+            "options": {"expires": settings.sweep_interval_s * 3},
+        },
+    }
+    if settings.inbox_dir is not None:
+        when: Any = settings.inbox_scan_interval_s or crontab(*settings.inbox_schedule.split())
+        schedule["enos_import.scan_inbox"] = {"task": "enos_import.scan_inbox", "schedule": when}
+    return schedule
+
+
+def _time_limits(settings: Settings) -> dict[str, dict[str, float]]:
+    chunk_hard = settings.lease_s + (settings.visibility_timeout_s - settings.lease_s) / 2
+    long_task = {
+        "soft_time_limit": settings.task_time_limit_s,
+        "time_limit": settings.task_time_limit_s + 60,
+    }
+    return {
+        "enos_import.send_chunk": {"soft_time_limit": settings.lease_s, "time_limit": chunk_hard},
+        "enos_import.submit": long_task,
+        "enos_import.scan_inbox": long_task,
+        "enos_import.ingest_inbox_file": long_task,
+        "enos_import.inbox_job_done": long_task,
+        # The sweeper runs every few seconds; one that hangs must not hold a child forever.
+        "enos_import.sweep": {"soft_time_limit": 300.0, "time_limit": 360.0},
+    }
+
+
 def create_celery(settings: Settings | None = None) -> Celery:
-    app = Celery("enos_import", include=["worker.tasks"])
+    app = Celery("enos_import", include=["worker.tasks", "worker.inbox.tasks"])
     configure(app, settings or get_settings())
     return app
 

@@ -5,6 +5,8 @@ Nothing else in the project reads the environment. CLI flags fall back to these 
 
 from __future__ import annotations
 
+import os
+import zoneinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,50 @@ class Settings(BaseSettings):
         default=1_000, gt=0, description="Most columns (CSV header, or flattened JSON fields)."
     )
 
+    # The trust boundary of the queue and the inbox (worker/importer/boundary.py).
+    source_roots: str = Field(
+        default="",
+        description="Comma-separated folders a queued source path may be in (the inbox always).",
+    )
+    allowed_orgs: str = Field(
+        default="", description="Comma-separated orgs messages may import into (empty: any)."
+    )
+    max_intake_attempts: int = Field(
+        default=3, ge=1, description="Intakes of one job started before it fails."
+    )
+    task_time_limit_s: float = Field(
+        default=3600.0, gt=0, description="Soft time limit of an intake or an inbox scan."
+    )
+    worker_max_memory_mb: int = Field(
+        default=1024, ge=64, description="A worker child above this after a task is replaced."
+    )
+
+    # Nightly imports (worker/inbox/).
+    inbox_dir: Path | None = Field(
+        default=None, description="Folder of <org_id>/ folders whose files are imported."
+    )
+    inbox_schedule: str = Field(
+        default="0 2 * * *", description="Crontab of the inbox scan (Celery beat)."
+    )
+    inbox_timezone: str = Field(default="UTC", description="Time zone of INBOX_SCHEDULE.")
+    inbox_scan_interval_s: float = Field(
+        default=0.0, ge=0, description="Scan every N seconds instead of INBOX_SCHEDULE (0: off)."
+    )
+    inbox_settle_s: float = Field(
+        default=60.0, ge=0, description="A file must keep its size and mtime this long."
+    )
+    inbox_require_ready: bool = Field(
+        default=False, description="Take a file only beside its <name>.ready marker."
+    )
+
+    # Completion events (worker/importer/events.py).
+    on_finish_task: str = Field(
+        default="", description="Celery task published when a job ends (empty: none)."
+    )
+    on_finish_queue: str = Field(
+        default="enos_import_events", description="Queue of ON_FINISH_TASK."
+    )
+
     # Logs.
     log_format: str = Field(
         default="auto", pattern="^(auto|console|json)$", description="auto: console on a terminal."
@@ -112,7 +158,29 @@ class Settings(BaseSettings):
                 f"VISIBILITY_TIMEOUT_S (now {self.connect_timeout_s} + {self.read_timeout_s} / "
                 f"{self.lease_s} / {self.visibility_timeout_s})"
             )
+        if len(self.inbox_schedule.split()) != 5:
+            raise ValueError("INBOX_SCHEDULE must be a crontab of five fields, e.g. '0 2 * * *'")
+        try:
+            zoneinfo.ZoneInfo(self.inbox_timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("INBOX_TIMEZONE must be an IANA time zone such as UTC") from None
         return self
+
+    @property
+    def source_root_paths(self) -> list[Path]:
+        """The folders a queued source may be in, resolved; the inbox is always one."""
+        roots = [Path(p.strip()) for p in self.source_roots.split(",") if p.strip()]
+        if self.inbox_dir is not None:
+            roots.append(self.inbox_dir)
+        return [Path(os.path.realpath(root)) for root in roots]
+
+    @property
+    def allowed_org_ids(self) -> frozenset[str] | None:
+        """The orgs messages may import into; ``None``: any (the default org always)."""
+        orgs = {o.strip() for o in self.allowed_orgs.split(",") if o.strip()}
+        if not orgs:
+            return None
+        return frozenset(orgs | ({self.org_id} if self.org_id else set()))
 
     def intake_limits(self) -> IntakeLimits:
         return IntakeLimits(

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
+from kombu.entity import Exchange, Queue
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.celery_app import QUEUE, app
 from worker.db.models import JOBS, JobStatus
-from worker.importer import jobs
+from worker.importer import boundary, events, jobs
 from worker.importer.send import send_chunk
 from worker.importer.submit import create, job_options, run_intake
 from worker.importer.sweeper import sweep
@@ -40,7 +41,23 @@ def publish_chunks(ids: list[int]) -> None:
             log.warning("chunk.publish_failed", chunk_id=chunk_id, error=str(exc))
 
 
+def publish_event(task: str, queue: str, kwargs: dict[str, Any]) -> None:
+    """Publishes a completion event (or an internal follow-up) through the nameless exchange,
+    straight to the list of ``queue``, as every message of this service."""
+    app.send_task(task, kwargs=kwargs, queue=Queue(queue, Exchange(""), routing_key=queue))
+
+
+events.set_publisher(publish_event, QUEUE)
+
+
 def restart_intake(job_id: str, source: str, org_id: str, options: dict[str, Any]) -> bool:
+    if options.get("source_kind") == "inbox":  # the inbox's own intake (worker/inbox/tasks.py)
+        try:
+            app.send_task("enos_import.ingest_inbox_file", args=[job_id], queue=QUEUE)
+        except Exception as exc:
+            log.warning("intake.restart_failed", job_id=job_id, error=str(exc))
+            return False
+        return True
     if options.get("source_kind") != "path":
         return False  # inline devices live in their message, which the broker redelivers
     try:
@@ -65,49 +82,90 @@ def restart_intake(job_id: str, source: str, org_id: str, options: dict[str, Any
 )
 def submit(
     self: Task,
-    source: str | list[Any],
-    org_id: str,
-    options: dict[str, Any] | None = None,
-    job_id: str | None = None,
-) -> str:
+    source: Any = None,
+    org_id: Any = None,
+    options: Any = None,
+    job_id: Any = None,
+    **unknown: Any,
+) -> str | None:
     """Import ``source`` (a path the workers can read, or a list of CreateOption objects) into
     org ``org_id``. A caller that passes its own ``job_id`` can follow the job; a second
-    delivery with the same ``job_id`` does nothing."""
+    delivery with the same ``job_id`` does nothing. A malformed or refused message fails its
+    job (or, without a job id, is logged and dropped): it is never delivered again."""
     ctx = send_context()
     settings = ctx.settings
-    options = dict(options or {})
-    job_id = str(uuid.UUID(job_id)) if job_id else str(uuid.uuid4())
+    try:
+        message = boundary.parse_submit(source, org_id, options, job_id, unknown)
+        boundary.check_org(settings, message.org_id)
+        path = (
+            None
+            if isinstance(message.source, list)
+            else boundary.check_source_path(settings, message.source)
+        )
+    except boundary.Refused as exc:
+        return _refuse(job_id, org_id, source, str(exc))
+    new_id: str = message.job_id or str(uuid.uuid4())
     opts = job_options(
         settings,
-        require_secret=bool(options.get("require_secret", False)),
+        require_secret=bool(message.options.get("require_secret", False)),
         intake="task",
-        key_mode=options.get("key_mode"),
+        key_mode=message.options.get("key_mode"),
     )
-    if isinstance(source, list):
+    if isinstance(message.source, list):
         opts["source_kind"] = "inline"
-        label = f"inline ({len(source)} devices)"
+        label = f"inline ({len(message.source)} devices)"
     else:
         opts["source_kind"] = "path"
-        label = str(source)
-    created = create(ctx.db, settings, job_id, org_id, label, opts)
+        label = message.source
+    created = create(ctx.db, settings, new_id, message.org_id, label, opts)
     try:
         reader = (
-            InlineSource(source)
-            if isinstance(source, list)
-            else open_source(Path(source), options.get("format"), settings.intake_limits())
+            InlineSource(message.source, settings.intake_limits())
+            if isinstance(message.source, list)
+            else open_source(
+                path or Path(message.source),
+                message.options.get("format"),
+                settings.intake_limits(),
+            )
         )
     except SourceError as exc:
-        if created:  # a repeated delivery must not touch the job the first one made
-            with ctx.db.begin() as session:
-                jobs.fail_job(session, job_id, str(exc))
-        return job_id
-    result = run_intake(ctx.db, settings, job_id, org_id, reader, opts)
+        _fail_intake(new_id, created, str(exc))
+        return new_id
+    result = run_intake(ctx.db, settings, new_id, message.org_id, reader, opts)
     publish_chunks(result.publish)
-    if result.summary is None and _intake_open(job_id):
+    if result.summary is None and _intake_open(new_id):
         # Another delivery holds the intake (or held it and died): come back after its lease,
         # so that an intake interrupted by a killed worker is done again, not forgotten.
         raise self.retry(countdown=settings.lease_s, max_retries=5)
-    return job_id
+    return new_id
+
+
+def _refuse(job_id: Any, org_id: Any, source: Any, reason: str) -> str | None:
+    """A message that must not be done: its job fails once with the reason; without a job id
+    it is logged and dropped. Nothing of the source is read."""
+    ctx = send_context()
+    known = boundary.job_id_of(job_id)
+    if known is None:
+        log.warning("submit.refused", error=reason)
+        return None
+    org = org_id if isinstance(org_id, str) else ""
+    label = source if isinstance(source, str) else f"(refused {type(source).__name__})"
+    with ctx.db.begin() as session:
+        # A job that exists already is another delivery's: it is not this message's to fail.
+        if jobs.create_job(session, known, org[: boundary.MAX_ORG_ID], label[:1000], {}):
+            jobs.fail_job(session, known, reason)
+    log.warning("submit.refused", job_id=known, error=reason)
+    return known
+
+
+def _fail_intake(job_id: str, created: bool, reason: str) -> None:
+    """The source cannot be opened: the job fails, unless another delivery is reading it now
+    (a repeated delivery must not touch the intake the first one holds)."""
+    ctx = send_context()
+    with ctx.db.begin() as session:
+        if jobs.claim_intake(session, job_id, ctx.settings.lease_s) is not None or created:
+            jobs.fail_job(session, job_id, reason)
+    log.warning("intake.source_failed", job_id=job_id, error=reason)
 
 
 def _intake_open(job_id: str) -> bool:

@@ -48,7 +48,7 @@ def test_the_views_have_exactly_the_contract_columns(url: str) -> None:
     assert tuple(item_cols) == DEVICE_OUTCOME_COLUMNS
 
 
-def test_downgrade_and_upgrade_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_downgrade_and_upgrade_again(tmp_path) -> None:
     from alembic import command
 
     from worker.db.migrate import alembic_config, upgrade

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import BIN, Proc, free_port, start, wait_until
-from tests.e2e.services import Simulator, base_env, process_env
+from tests.e2e.services import Simulator, process_env
+from tests.harness.processes import BIN, Proc, base_env, free_port, start, wait_until
 from worker.db.session import Database
 from worker.importer.sweeper import seconds_since_beat
 
@@ -64,29 +64,50 @@ class Cluster:
 
 
 @pytest.fixture
+def cluster_env() -> dict[str, str]:
+    """More settings of the cluster's worker and beat; a test module overrides this fixture."""
+    return {}
+
+
+def start_worker(env: dict[str, str], workdir: Path, name: str = "celery-worker") -> Proc:
+    """A Celery worker, prefork with 4 processes."""
+    return start(
+        name,
+        [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--concurrency", "4",
+         "--loglevel", "WARNING", "--hostname", f"{name}-{os.getpid()}@%h"],
+        env,
+        workdir,
+    )  # fmt: skip
+
+
+def start_beat(env: dict[str, str], workdir: Path, name: str = "celery-beat") -> Proc:
+    return start(
+        name,
+        [str(BIN / "celery"), "-A", "worker.celery_app", "beat", "-s",
+         str(workdir / f"{name}-schedule"), "--loglevel", "WARNING"],
+        env,
+        workdir,
+    )  # fmt: skip
+
+
+@pytest.fixture
 def cluster(
-    simulator: Simulator, pg_db: Database, redis_url: str, workdir: Path
+    simulator: Simulator,
+    pg_db: Database,
+    redis_url: str,
+    workdir: Path,
+    cluster_env: dict[str, str],
 ) -> Iterator[Cluster]:
     """A Celery worker (prefork, 4 processes) and Celery beat on the session's PostgreSQL
     database (emptied first, by ``pg_db``) and the tests' Redis database (flushed first)."""
     env = process_env(simulator.url, pg_db.url, redis_url)
-    celery = str(BIN / "celery")
-    worker = start(
-        "celery-worker",
-        [celery, "-A", "worker.celery_app", "worker", "--concurrency", "4",
-         "--loglevel", "WARNING", "--hostname", f"e2e-{os.getpid()}@%h"],
-        env,
-        workdir,
-    )  # fmt: skip
+    # Queued paths must be inside a source root: the test's working directory is the one.
+    env["ENOS_IMPORT_SOURCE_ROOTS"] = str(workdir)
+    env.update(cluster_env)
+    worker = start_worker(env, workdir)
     beat = None
     try:
-        beat = start(
-            "celery-beat",
-            [celery, "-A", "worker.celery_app", "beat", "-s", str(workdir / "beat-schedule"),
-             "--loglevel", "WARNING"],
-            env,
-            workdir,
-        )  # fmt: skip
+        beat = start_beat(env, workdir)
         running = Cluster(simulator, pg_db, redis_url, env, workdir, worker, beat)
         # The sweeper's beat row appears once beat has published a sweep and the worker ran it.
         wait_until(

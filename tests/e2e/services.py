@@ -4,7 +4,6 @@ every process we start, and the import database's two views."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
@@ -12,7 +11,7 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import text
 
-from tests.e2e.processes import Proc
+from tests.harness.processes import Proc, base_env
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.enos.models import CreateOption
@@ -28,18 +27,6 @@ TIMINGS = {
     "ENOS_IMPORT_VISIBILITY_TIMEOUT_S": "60",
     "ENOS_IMPORT_SWEEP_INTERVAL_S": "1",
 }
-
-
-def base_env() -> dict[str, str]:
-    """This environment without any ``ENOS_IMPORT_*`` setting, and with no proxy in the way of
-    loopback traffic."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("ENOS_IMPORT_") and "proxy" not in name.lower()
-    }
-    env["NO_PROXY"] = "127.0.0.1,localhost"
-    return env
 
 
 def process_env(api_url: str, database_url: str, broker_url: str | None = None) -> dict[str, str]:

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from tests.e2e.conftest import Cluster
-from tests.e2e.processes import run_cli
 from tests.e2e.services import Simulator, job_id_from, job_status, outcomes, process_env
+from tests.harness.processes import run_cli
 from worker.db.session import Database
 
 SUCCESS = ("created", "adopted")

@@ -9,12 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench.import_throughput import device, write_csv
-from tests.e2e.processes import BIN
-from tests.e2e.services import Simulator, base_env
+from bench.throughput.inputs import device, write_csv
+from tests.e2e.services import Simulator
+from tests.harness.processes import BIN, ROOT, base_env
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET, DEMO_ORG
 
-ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 2_500
 
 

@@ -7,8 +7,8 @@ import csv
 from collections import Counter
 
 from tests.e2e.conftest import Cluster
-from tests.e2e.processes import run_cli
 from tests.e2e.services import job_id_from, job_status, outcomes
+from tests.harness.processes import run_cli
 
 ROWS = 5_000
 PRODUCTS = ("pk-meter", "pk-inverter", "pk-turbine")

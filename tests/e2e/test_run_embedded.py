@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.e2e import mixed
-from tests.e2e.processes import run_cli
 from tests.e2e.services import Simulator, job_id_from, process_env
+from tests.harness.processes import run_cli
 from worker.db.session import Database
 
 

@@ -4,15 +4,14 @@ the same job and creates nothing twice."""
 from __future__ import annotations
 
 import csv
-import os
 import signal
 from pathlib import Path
 
 import httpx
 from sqlalchemy import text
 
-from tests.e2e.processes import BIN, run_cli, start, wait_until
 from tests.e2e.services import Simulator, job_id_from, outcomes, process_env
+from tests.harness.processes import BIN, run_cli, start, wait_until
 from worker.db.session import Database
 
 ROWS = 3000
@@ -61,9 +60,8 @@ def test_run_killed_and_run_again_resumes_and_creates_nothing_twice(
         wait_until(lambda: _settled(url) >= 600, "a fifth of the rows to settle", 60,
                    [simulator.proc], shown=[first])  # fmt: skip
     finally:
-        os.killpg(first.popen.pid, signal.SIGKILL)
-        first.popen.wait(10)
-    assert first.popen.returncode == -signal.SIGKILL
+        first.kill(signal.SIGKILL)
+    assert first.popen is not None and first.popen.returncode == -signal.SIGKILL
     killed_at = _settled(url)
     assert killed_at < ROWS, "the import ended before it could be killed"
     job_id = (workdir / "run-1.log").read_text().splitlines()[0]

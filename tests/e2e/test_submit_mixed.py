@@ -7,8 +7,8 @@ import csv
 
 from tests.e2e import mixed
 from tests.e2e.conftest import Cluster
-from tests.e2e.processes import run_cli
 from tests.e2e.services import job_id_from, outcomes
+from tests.harness.processes import run_cli
 
 
 def test_mixed_file_ends_with_each_line_settled(cluster: Cluster) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import redis
 
 from tests.e2e.conftest import Cluster
-from tests.e2e.processes import BIN, diagnostics, wait_until
 from tests.e2e.services import FINAL, job_ids, job_status, outcomes
+from tests.harness.processes import BIN, diagnostics, wait_until
 from worker.importer.keys import derive_device_key
 
 # The publisher: Celery and kombu only. ``queue`` mirrors worker/celery_app.py: the queue

@@ -6,7 +6,6 @@ it did or did not, and the test looks); a connection that never opened is transi
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 
@@ -14,6 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from tests.enos.support import option
+from tests.harness.processes import free_port
 from worker.enos import errors
 from worker.enos.client import EnosClient
 from worker.simulator.api import SimConfig
@@ -100,9 +100,7 @@ def test_gateway_faults_are_transient(
 
 
 def test_closed_port_is_transient_and_never_sent() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # Nothing listens on the port any more: the connection is refused.
     with (
         EnosClient(f"http://127.0.0.1:{port}", DEMO_APP_KEY, DEMO_APP_SECRET) as enos,

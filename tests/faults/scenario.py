@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import random
 import signal
@@ -24,20 +23,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from tests.faults.services import (
-    BIN,
-    PrivatePostgres,
-    PrivateRedis,
-    Process,
-    Simulator,
-    wait_until,
-)
+from tests.faults.report import Event, Report, write_results
+from tests.faults.services import Simulator
+from tests.harness.processes import BIN, Proc, base_env, wait_until
+from tests.harness.services import PrivatePostgres, PrivateRedis
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
 PRODUCTS = ("pk-meter", "pk-inverter", "pk-turbine")
@@ -53,40 +47,6 @@ SIM_FAULTS = (
     "item11714=0.05,retry_after_s=1,seed={seed}"
 )
 PATCHES = Path(__file__).with_name("patches")
-
-
-@dataclass
-class Event:
-    """One fault. ``progress_s``: until rows settled again anywhere; ``recovery_s``: until every
-    chunk that was in flight when the fault struck was finished."""
-
-    name: str
-    at: float
-    settled_at: float | None = None
-    detail: str = ""
-    affected: set[int] = field(default_factory=set)
-    done_at: float | None = None
-
-    @property
-    def progress_s(self) -> float | None:
-        return None if self.settled_at is None else self.settled_at - self.at
-
-    @property
-    def recovery_s(self) -> float | None:
-        return None if self.done_at is None else self.done_at - self.at
-
-
-@dataclass
-class Report:
-    devices: int
-    job_id: str = ""
-    status: str = ""
-    elapsed_s: float = 0.0
-    counts: dict[str, int] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
-    enos_devices: int = 0
-    problems: list[str] = field(default_factory=list)
-    simulator: dict[str, Any] = field(default_factory=dict)
 
 
 class Scenario:
@@ -107,18 +67,18 @@ class Scenario:
         self.rand = random.Random(seed)
         self.capped = capped
         self.products = PRODUCTS[:2] if capped else PRODUCTS
-        self.redis = PrivateRedis(root)
+        self.redis = PrivateRedis(root, durable=True)
         self.postgres = PrivatePostgres(root)
         cap = DEFAULT_PRODUCT_CAP if capped else 10_000_000
         self.simulator = Simulator(root, SIM_FAULTS.format(seed=seed), product_cap=cap)
         self.patch = patch
-        self.workers: dict[str, Process] = {}
-        self.beat: Process | None = None
+        self.workers: dict[str, Proc] = {}
+        self.beat: Proc | None = None
         self.generation = 0
 
     # --------------------------------------------------------------------------- processes
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENOS_IMPORT_")}
+        env = base_env()
         env.update(
             ENOS_IMPORT_DATABASE_URL=self.postgres.url,
             ENOS_IMPORT_BROKER_URL=self.redis.url,
@@ -152,23 +112,25 @@ class Scenario:
         )  # fmt: skip
         for name in ("a", "b"):
             self.start_worker(name)
-        self.beat = Process(
+        self.beat = Proc(
+            "beat",
             [str(BIN / "celery"), "-A", "worker.celery_app", "beat", "--loglevel", "INFO",
              "-s", str(self.root / "celerybeat-schedule")],
-            self.env(), self.root / "beat.log", self.root,
+            self.env(), self.root, self.root / "beat.log",
         )  # fmt: skip
         self.beat.start()
 
     def start_worker(self, name: str) -> None:
         self.generation += 1
-        worker = Process(
+        worker = Proc(
+            f"worker-{name}",
             [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
              "--pool", "prefork", "--concurrency", "4", "-n", f"{name}{self.generation}@%h"],
-            self.env(), self.root / f"worker-{name}.log", self.root,
+            self.env(), self.root, self.root / f"worker-{name}.log",
         )  # fmt: skip
         worker.start()
         self.workers[name] = worker
-        wait_until(lambda: len(worker.children()) >= 4, 60, f"worker {name}")
+        wait_until(lambda: len(worker.children()) >= 4, f"worker {name}", 60, [worker])
 
     def stop(self) -> None:
         for worker in self.workers.values():
@@ -398,7 +360,7 @@ class Scenario:
             if row.status == "review":
                 if row.device_key is not None:
                     problems.append(f"line {row.line_no}: review for a row with its own key")
-                claimed.update(d["assetId"] for d in on_enos)  # type: ignore[misc]
+                claimed.update(d["assetId"] for d in on_enos)
                 continue
             if len(on_enos) != 1:
                 problems.append(f"line {row.line_no}: {row.status} but {len(on_enos)} on EnOS")
@@ -420,45 +382,6 @@ class Scenario:
                 if per_product[product] != DEFAULT_PRODUCT_CAP:
                     problems.append(f"EnOS holds {per_product[product]} devices of {product}")
         report.problems = problems[:50]
-
-
-def write_results(report: Report, path: Path, command: str, section: str) -> None:
-    """Replaces the section titled ``section`` of docs/reliability.md."""
-    lines = [
-        f"## {section}",
-        "",
-        f"`{command}` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores): "
-        f"{report.devices:,} devices, job `{report.status}` in {report.elapsed_s:,.0f} s; "
-        f"rows {json.dumps(report.counts, sort_keys=True)}; EnOS holds "
-        f"{report.enos_devices:,} devices; problems found: {len(report.problems)}.",
-        "",
-        "Recovery: seconds from the fault until rows settled again anywhere (progress), and "
-        "until every chunk that was in flight or published when it struck was finished "
-        "(work recovered; a killed worker's chunks wait for their lease: the default, 40 s).",
-        "",
-        "| # | fault | what was done | progress (s) | work recovered (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for n, event in enumerate(report.events, 1):
-        progress = "-" if event.progress_s is None else f"{event.progress_s:.1f}"
-        recovery = "-" if event.recovery_s is None else f"{event.recovery_s:.1f}"
-        lines.append(f"| {n} | {event.name} | {event.detail} | {progress} | {recovery} |")
-    faults = report.simulator.get("faults", {})
-    item_errors = json.dumps(report.simulator.get("item_errors", {}))
-    lines += [
-        "",
-        f"Simulator faults injected: {json.dumps(faults, sort_keys=True)}; "
-        f"item errors: {item_errors}.",
-        "",
-    ]
-    text_ = path.read_text() if path.exists() else "# Reliability\n"
-    start = text_.find(f"## {section}\n")
-    if start >= 0:
-        end = text_.find("\n## ", start + 3)
-        text_ = text_[:start] + "\n".join(lines) + ("" if end < 0 else text_[end:])
-    else:
-        text_ = text_.rstrip("\n") + "\n\n" + "\n".join(lines)
-    path.write_text(text_)
 
 
 def run_scenario(

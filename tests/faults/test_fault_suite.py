@@ -6,18 +6,13 @@ import os
 
 import pytest
 
-from tests.conftest import CI
 from tests.faults.scenario import run_scenario
-from tests.faults.services import PG_BIN
 
 DEVICES = int(os.environ.get("FAULTS_DEVICES", "20000"))
 
 
 @pytest.mark.timeout(290)
 def test_nothing_is_lost_or_created_twice_while_everything_breaks() -> None:
-    if not (PG_BIN / "initdb").exists():
-        message = f"PostgreSQL server binaries not found in {PG_BIN}"
-        pytest.fail(message) if CI else pytest.skip(message)
     report = run_scenario(DEVICES, timeout_s=260)
 
     for event in report.events:
@@ -40,9 +35,6 @@ def test_nothing_is_lost_or_created_twice_while_everything_breaks() -> None:
 def test_products_over_their_room_leave_no_device_unaccounted_for() -> None:
     """30,000 rows over two products of 10,000 devices each, under every fault: EnOS holds
     exactly the created and adopted rows, and the rest failed with 11739."""
-    if not (PG_BIN / "initdb").exists():
-        message = f"PostgreSQL server binaries not found in {PG_BIN}"
-        pytest.fail(message) if CI else pytest.skip(message)
     report = run_scenario(30_000, timeout_s=260, capped=True)
 
     for event in report.events:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from worker.db.models import FINAL_JOB_STATES, ITEMS, JOBS
 from worker.db.session import Database
+from worker.enos.models import CreateOption
 from worker.importer.send import SendContext, send_chunk
 from worker.importer.submit import IntakeResult, create, job_options, run_intake
 from worker.importer.sweeper import sweep
@@ -34,8 +35,8 @@ def fast_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def device(key: str | None, product: str = "pk-meter", name: str | None = None) -> dict[str, Any]:
-    option: dict[str, Any] = {
+def device(key: str | None, product: str = "pk-meter", name: str | None = None) -> CreateOption:
+    option: CreateOption = {
         "productKey": product,
         "deviceName": {"defaultValue": name or f"Device {key}"},
         "timezone": "+08:00",

@@ -138,7 +138,6 @@ def test_a_long_intake_renews_its_lease_on_postgresql(
     pg_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file that takes longer to read than a lease is never taken for a dead intake."""
-    from worker.importer import submit
     from worker.importer.intake import INSERT_BATCH
 
     renewed: list[bool] = []
@@ -149,8 +148,8 @@ def test_a_long_intake_renews_its_lease_on_postgresql(
         return renewed[-1]
 
     clock = itertools.count(step=1000.0)  # every look at the clock: a lease later
-    monkeypatch.setattr(submit.jobs, "renew_intake", counting)
-    monkeypatch.setattr(submit.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(jobs, "renew_intake", counting)
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
     settings = fast_settings()
     started = start_job(
         pg_db, settings, [device(f"key-{n:05d}") for n in range(2 * INSERT_BATCH + 1)]

@@ -85,7 +85,7 @@ def test_an_existing_device_is_adopted_and_a_different_one_is_a_conflict(
 
 def test_a_full_product_fails_its_remaining_rows_without_further_calls(
     ctx: SendContext, sim_store: Store, sim_app
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     sim_store.limits.product_cap = 3
     devices = [device(f"meter-{n:04d}") for n in range(1, 8)] + [device("inv-0001", "pk-inverter")]
     started = start_job(ctx.db, ctx.settings, devices)
@@ -103,7 +103,7 @@ def test_a_full_product_fails_its_remaining_rows_without_further_calls(
 
 def test_11714_sends_that_row_again_until_enos_generates_a_key(
     ctx: SendContext, sim_store: Store, sim_app
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     api = sim_app.state.api
     api.faults = FaultProfile(item11714=1.0)
     started = start_job(
@@ -124,7 +124,7 @@ def test_11714_sends_that_row_again_until_enos_generates_a_key(
 
 def test_99400_splits_the_chunk_and_remembers_the_org_batch_limit(
     ctx: SendContext, sim_store: Store, sim_app, db: Database
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     sim_store.limits.batch_max = 2
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 5)])
 
@@ -188,7 +188,7 @@ def test_99403_fails_the_whole_job_with_enos_message(ctx: SendContext) -> None:
 
 def test_a_5xx_puts_the_chunk_back_and_the_next_attempt_creates(
     ctx: SendContext, sim_app, sim_store: Store
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     sim_app.state.api.faults = FaultProfile(http503=1.0)
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")])
     report = send_chunk(ctx, started.publish[0])
@@ -207,8 +207,8 @@ def test_a_5xx_puts_the_chunk_back_and_the_next_attempt_creates(
 @pytest.mark.parametrize("fault", ["reset_after_commit", "timeout_after_commit"])
 def test_a_lost_answer_is_reconciled_and_nothing_is_created_twice(
     ctx: SendContext, sim_app, sim_store: Store, fault: str
-) -> None:  # type: ignore[no-untyped-def]
-    sim_app.state.api.faults = FaultProfile(**{fault: 1.0})
+) -> None:
+    sim_app.state.api.faults = FaultProfile.parse(f"{fault}=1")
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 4)])
     report = send_chunk(ctx, started.publish[0])
     assert report.chunk_state == "pending"
@@ -225,7 +225,7 @@ def test_a_lost_answer_is_reconciled_and_nothing_is_created_twice(
 
 def test_a_lost_answer_for_a_platform_key_row_is_sent_to_review(
     ctx: SendContext, sim_app, sim_store: Store
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     sim_app.state.api.faults = FaultProfile(reset_after_commit=1.0)
     started = start_job(ctx.db, ctx.settings, [device(None)], key_mode="platform")
     send_chunk(ctx, started.publish[0])
@@ -239,7 +239,7 @@ def test_a_lost_answer_for_a_platform_key_row_is_sent_to_review(
 
 def test_rows_fail_after_the_attempt_bound_and_retry_sends_them_again(
     db: Database, client: EnosClient, sim_app, sim_store: Store
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from worker.importer import jobs
 
     settings = fast_settings(max_attempts=3)
@@ -314,7 +314,7 @@ class _FailsTheJobMidCall(LocalBudget):
         super().__init__(2)
         self.db, self.job_id = db, job_id
 
-    def slot(self, org_id: str = ""):  # type: ignore[no-untyped-def]
+    def slot(self, org_id: str = ""):
         from worker.importer import jobs
 
         with self.db.begin() as session:
@@ -324,7 +324,7 @@ class _FailsTheJobMidCall(LocalBudget):
 
 def test_a_chunk_in_flight_when_its_job_fails_looks_its_rows_up_before_they_fail(
     db: Database, client: EnosClient, settings: Settings, sim_app
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from worker.importer.sweeper import sweep
 
     sim_app.state.api.faults = FaultProfile(http503=1.0)
@@ -351,7 +351,7 @@ def test_a_chunk_in_flight_when_its_job_fails_looks_its_rows_up_before_they_fail
 
 def test_a_whole_request_99400_caused_by_one_device_does_not_cap_the_org(
     ctx: SendContext, sim_store: Store, sim_app, db: Database
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     # Earlier chunks of 4 passed; then one refusal of a pair (as for one bad device).
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 5)])
     assert drive(ctx, started) == "completed"

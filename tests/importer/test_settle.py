@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,7 +22,7 @@ from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
-from worker.enos.models import Device
+from worker.enos.models import CreateOption, Device
 from worker.importer import chunks, jobs, outcome, send
 from worker.importer.budget import LocalBudget
 from worker.importer.send import SendContext, send_chunk
@@ -45,7 +45,7 @@ def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[SendCo
     yield SendContext(db, client, settings, LocalBudget(4), owner="test-host:1")
 
 
-def meters(first: int, last: int) -> list[dict[str, Any]]:
+def meters(first: int, last: int) -> list[CreateOption]:
     return [device(f"meter-{n:04d}") for n in range(first, last + 1)]
 
 
@@ -107,17 +107,19 @@ class _LaggingClient(EnosClient):
 
     misses = 1
 
-    def find_devices(self, org_id: str, device_keys: list[str]) -> dict[str, Device]:
+    def find_devices(
+        self, org_id: str, device_keys: Sequence[str], *, group: int = 200
+    ) -> dict[str, Device]:
         if self.misses:
             self.misses -= 1
             return {}
-        return super().find_devices(org_id, device_keys)
+        return super().find_devices(org_id, device_keys, group=group)
 
 
 @pytest.mark.parametrize("order", ["room-first", "exists-first"])
 def test_11739_on_a_resend_after_a_lost_answer_is_looked_up_before_it_fails(
     db: Database, sim_transport, sim_app, sim_store: Store, settings: Settings, order: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
     api = sim_app.state.api
@@ -161,7 +163,7 @@ def test_a_killed_workers_chunk_during_product_full_is_looked_up_not_failed(
 
 def test_rows_of_a_full_product_that_were_sent_before_are_looked_up(
     ctx: SendContext, sim_app, sim_store: Store
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     # Chunk 1 gets a 5xx (its rows now "may exist"); chunk 2 then fills the product, and chunk
     # 1's resend is refused as full: its rows are looked up before they fail.
     sim_store.limits.product_cap = 4
@@ -186,7 +188,7 @@ def test_rows_of_a_full_product_that_were_sent_before_are_looked_up(
 
 def test_cancel_leaves_a_chunk_whose_answer_was_lost_to_look_its_rows_up(
     ctx: SendContext, sim_app, sim_store: Store
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 8))
     first = started.publish[0]
     sim_app.state.api.faults = FaultProfile(timeout_after_commit=1.0)
@@ -209,7 +211,7 @@ def test_cancel_leaves_a_chunk_whose_answer_was_lost_to_look_its_rows_up(
 
 def test_a_failing_job_waits_for_its_lost_answers_to_be_looked_up(
     ctx: SendContext, sim_app, sim_store: Store
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 8))
     sim_app.state.api.faults = FaultProfile(reset_after_commit=1.0)
     assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
@@ -231,11 +233,11 @@ def test_a_failing_job_waits_for_its_lost_answers_to_be_looked_up(
 )
 def test_giving_up_after_a_lost_answer_looks_the_rows_up_first(
     db: Database, client: EnosClient, sim_app, sim_store: Store, fault: str, expected: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings = fast_settings(batch_size=4, max_attempts=1)
     ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
     started = start_job(db, settings, meters(1, 2))
-    sim_app.state.api.faults = FaultProfile(**{fault: 1.0})
+    sim_app.state.api.faults = FaultProfile.from_mapping({fault: 1.0})
     assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
     sim_app.state.api.faults = FaultProfile()
 
@@ -250,7 +252,7 @@ def test_giving_up_after_a_lost_answer_looks_the_rows_up_first(
 
 def test_a_chunk_taken_over_while_it_waited_for_its_call_is_not_sent(
     ctx: SendContext, sim_app
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 2))
     chunk_id = started.publish[0]
     with ctx.db.begin() as session:
@@ -289,7 +291,7 @@ def test_a_database_error_in_the_commit_gives_the_chunk_back(
     ctx: SendContext, sim_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 2))
-    real = outcome.update_outcomes
+    real = outcome.update_outcomes  # type: ignore[attr-defined]
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("UPDATE import_items", {}, Exception("connection lost"))
@@ -312,7 +314,7 @@ class _SplitTogether(EnosClient):
     """Every batchCreate answer is held until all workers have theirs, so that every chunk
     splits at the same moment."""
 
-    barrier: threading.Barrier
+    barrier: threading.Barrier = threading.Barrier(1)
 
     def batch_create(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -329,7 +331,8 @@ def test_chunks_that_split_at_once_never_collide(
 
     sim_store.limits.batch_max = 3
     settings = fast_settings(batch_size=8, max_concurrency=6)
-    with _SplitTogether(sim_server, DEMO_APP_KEY, DEMO_APP_SECRET) as client:
+    client = _SplitTogether(sim_server, DEMO_APP_KEY, DEMO_APP_SECRET)
+    with client:
         client.barrier = threading.Barrier(6)
         ctx = SendContext(pg_db, client, settings, LocalBudget(6), owner="test-host:1")
         started = start_job(pg_db, settings, meters(1, 48))
@@ -356,18 +359,20 @@ class _SearchDownOnce(EnosClient):
 
     failures = 1
 
-    def find_devices(self, org_id: str, device_keys: list[str]) -> dict[str, Device]:
+    def find_devices(
+        self, org_id: str, device_keys: Sequence[str], *, group: int = 200
+    ) -> dict[str, Device]:
         if self.failures:
             self.failures -= 1
             from worker.enos.errors import TransientError
 
             raise TransientError("EnOS answered HTTP 502", sent=True)
-        return super().find_devices(org_id, device_keys)
+        return super().find_devices(org_id, device_keys, group=group)
 
 
 def test_a_failed_look_up_is_not_taken_for_an_answer_to_the_call(
     db: Database, sim_transport, sim_app, sim_store: Store, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
     api = sim_app.state.api

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.harness.processes import free_port
 from tests.simulator.helpers import (
     DEVICES,
     ORG,
@@ -141,13 +141,6 @@ class TestStoreReopen:
 
 # ------------------------------------------------------------------------------ the real CLI
 CLI = Path(sys.executable).with_name("enos-import")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -21,6 +21,7 @@ COMMANDS = {
     "run": "worker.cli.run:run",
     "simulator": "worker.cli.simulator:simulator",
     "db": "worker.cli.db:db",
+    "inbox": "worker.cli.inbox:inbox",
 }
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database, database_url
 from worker.importer import jobs
-from worker.intake.sources import FORMATS, Source, SourceError, open_source
+from worker.intake.sources import FORMATS, SUFFIX_FORMATS, Source, SourceError, open_source
 from worker.logs import configure
 from worker.settings import Settings, SettingsError, load_settings
 
@@ -65,7 +65,10 @@ def open_input(file: Path, fmt: str | None, settings: Settings) -> Source:
     if not settings.org_id:
         raise click.UsageError("--org (or ENOS_IMPORT_ORG_ID) is required")
     try:
-        return open_source(file, fmt, settings.intake_limits())
+        # The operator names the file: a symlink is theirs to follow (the queue's sources are
+        # refused at a symlink instead, see worker/importer/boundary.py).
+        fmt = fmt or SUFFIX_FORMATS.get(file.suffix.lower())  # by the name the operator gave
+        return open_source(file.resolve(), fmt, settings.intake_limits())
     except SourceError as exc:
         raise click.ClickException(str(exc)) from exc
 

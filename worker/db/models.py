@@ -209,6 +209,60 @@ class ServiceBeat(Base):
     last_run_at: Mapped[float] = mapped_column(Double)
 
 
+class JobEvent(Base):
+    """The outbox of completion events: written in the transaction that gives a job its final
+    state, published after commit, and published again by the sweeper until marked."""
+
+    __tablename__ = "import_job_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    task: Mapped[str] = mapped_column(String(200))
+    queue: Mapped[str] = mapped_column(String(200))
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double)
+    published_at: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_import_job_events_published_at", "published_at"),)
+
+
+class InboxFile(Base):
+    """A file of the inbox that was taken (or refused): claimed by (org, content hash) in the
+    transaction that creates its job, so that one content makes one job."""
+
+    __tablename__ = "import_inbox_files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(Text)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("import_jobs.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    moved_to: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("uq_import_inbox_files_org_sha", "org_id", "content_sha256", unique=True),
+        Index("ix_import_inbox_files_state", "state"),
+    )
+
+
+class InboxSighting(Base):
+    """The last look at a file still in the inbox: it is taken once its size and mtime stayed
+    the same across two looks at least INBOX_SETTLE_S apart."""
+
+    __tablename__ = "import_inbox_sightings"
+
+    org_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[float] = mapped_column(Double)
+
+
 def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
@@ -218,3 +272,6 @@ JOBS = _table(Job)
 CHUNKS = _table(Chunk)
 ITEMS = _table(Item)
 FULL_PRODUCTS = _table(FullProduct)
+EVENTS = _table(JobEvent)
+INBOX_FILES = _table(InboxFile)
+SIGHTINGS = _table(InboxSighting)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from worker.intake.excerpt import EXCERPT_CHARS, excerpt
+
 DEVICE_KEY_RE = re.compile(r"[A-Za-z0-9._-]{4,64}")
 UTC_OFFSET_RE = re.compile(r"[+-](?:0\d|1[0-4]):[0-5]\d")
 TAG_KEY_RE = re.compile(r"[A-Za-z0-9_/-]{1,50}")
@@ -93,7 +95,7 @@ def check_create_option(obj: Any) -> list[Problem]:
         problems.append(
             Problem(
                 "timezone",
-                f"{timezone!r} is neither a UTC offset like +08:00 nor an IANA zone name "
+                f"{_shown(timezone)} is neither a UTC offset like +08:00 nor an IANA zone name "
                 "like Asia/Shanghai",
             )
         )
@@ -105,7 +107,8 @@ def check_create_option(obj: Any) -> list[Problem]:
         problems.append(
             Problem(
                 "deviceKey",
-                f"{device_key!r} must be 4-64 characters of letters, digits, '-', '_' and '.'",
+                f"{_shown(device_key)} must be 4-64 characters of letters, digits, '-', '_' "
+                "and '.'",
             )
         )
 
@@ -226,3 +229,12 @@ def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
         type(value), "number" if isinstance(value, int | float) else type(value).__name__
     )
+
+
+def _shown(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A rejected value in a message: escaped, and cut short (input is untrusted)."""
+    if isinstance(value, str):
+        return excerpt(value, limit)
+    if isinstance(value, int | float | bool) or value is None:
+        return repr(value)[:limit]
+    return type(value).__name__

@@ -22,7 +22,7 @@ from worker.db.models import (
     JobStatus,
 )
 from worker.db.upsert import insert_ignore
-from worker.importer import chunks
+from worker.importer import chunks, events
 from worker.importer.intake import IntakeSummary, plan_chunks
 from worker.importer.settle import CANCELLED_MESSAGE, Stop, settle_unsent
 
@@ -90,6 +90,18 @@ def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
     return None if row is None else int(row[0])
 
 
+def holds_intake(session: Session, job_id: str, token: int) -> bool:
+    """Whether the intake holding ``token`` is still the job's (not taken over, not ended)."""
+    row = session.connection().execute(
+        select(JOBS.c.id).where(
+            JOBS.c.id == job_id,
+            JOBS.c.intake_token == token,
+            JOBS.c.status == JobStatus.VALIDATING,
+        )
+    )
+    return row.first() is not None
+
+
 def complete_intake(
     session: Session,
     job_id: str,
@@ -127,7 +139,9 @@ def complete_intake(
     )
     if not result.rowcount:
         return False
-    if summary.rows and summary.chunks == 0:
+    if summary.rows == 0:
+        events.job_finished(session, job_id, JobStatus.FAILED)
+    elif summary.chunks == 0:
         finish_if_done(session, job_id)
     return True
 
@@ -172,7 +186,10 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
         .where(JOBS.c.id == job_id, JOBS.c.status == job.status)
         .values(status=final, finished_at=func.now())
     )
-    return final if result.rowcount else None
+    if not result.rowcount:
+        return None
+    events.job_finished(session, job_id, final)
+    return final
 
 
 def fail_job(session: Session, job_id: str, message: str) -> bool:
@@ -196,12 +213,15 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
         return False
     settle_unsent(session, job_id, Stop(ItemStatus.FAILED, message), ChunkStatus.DONE)
     # A job failed before its intake ended has no chunk.
-    session.connection().execute(
+    ended = session.connection().execute(
         update(JOBS)
         .where(JOBS.c.id == job_id, JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING)))
         .values(status=JobStatus.FAILED, finished_at=func.now())
     )
-    finish_if_done(session, job_id)
+    if ended.rowcount:
+        events.job_finished(session, job_id, JobStatus.FAILED)
+    else:
+        finish_if_done(session, job_id)  # it emits the event when the job ends now
     return True
 
 
@@ -224,11 +244,13 @@ def cancel_job(session: Session, job_id: str) -> str | None:
         session, job_id, Stop(ItemStatus.CANCELLED, CANCELLED_MESSAGE), ChunkStatus.CANCELLED
     )
     # A job cancelled before its intake ended has nothing in flight.
-    session.connection().execute(
+    ended = session.connection().execute(
         update(JOBS)
         .where(JOBS.c.id == job_id, JOBS.c.total == 0, JOBS.c.status == JobStatus.CANCELLING)
         .values(status=JobStatus.CANCELLED, finished_at=func.now())
     )
+    if ended.rowcount:
+        events.job_finished(session, job_id, JobStatus.CANCELLED)
     return finish_if_done(session, job_id) or JobStatus.CANCELLING
 
 

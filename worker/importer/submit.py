@@ -10,7 +10,7 @@ from typing import Any
 from worker.db.session import Database
 from worker.importer import chunks, jobs
 from worker.importer.intake import IntakeSummary, ingest
-from worker.intake.sources import Source
+from worker.intake.sources import Source, SourceError
 from worker.logs import get_logger
 from worker.settings import Settings
 
@@ -65,9 +65,9 @@ def run_intake(
     if token is None:
         log.info("intake.skipped", job_id=job_id)
         return IntakeResult(job_id, None)
-    content_sha256 = source.sha256()
     progress = _renewing(db, settings, job_id, token, progress)
     try:
+        content_sha256 = source.sha256()
         with db.begin() as session:
             summary = ingest(
                 session,
@@ -89,6 +89,16 @@ def run_intake(
     except _FencedOut:
         log.warning("intake.fenced_out", job_id=job_id)
         return IntakeResult(job_id, None)
+    except SourceError as exc:
+        # The file changed under its one handle: nothing of it was kept (the intake's
+        # transaction rolled back); the job fails, if this intake still holds it.
+        with db.begin() as session:
+            if jobs.holds_intake(session, job_id, token):
+                jobs.fail_job(session, job_id, str(exc))
+        log.warning("intake.source_failed", job_id=job_id, error=str(exc))
+        return IntakeResult(job_id, IntakeSummary(error=str(exc)))
+    finally:
+        source.close()
     log.info(
         "intake.done",
         job_id=job_id,

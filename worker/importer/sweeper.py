@@ -19,7 +19,7 @@ from worker.db.clock import db_epoch
 from worker.db.models import JOBS, JobStatus, ServiceBeat
 from worker.db.session import Database
 from worker.db.upsert import upsert
-from worker.importer import chunks, jobs
+from worker.importer import chunks, events, jobs
 from worker.logs import get_logger
 from worker.settings import Settings
 
@@ -33,6 +33,7 @@ class SweepReport:
     finished: dict[str, str] = field(default_factory=dict)
     intakes_restarted: list[str] = field(default_factory=list)
     intakes_failed: list[str] = field(default_factory=list)
+    events_published: int = 0
 
 
 def sweep(
@@ -61,6 +62,8 @@ def sweep(
                 JOBS.c.org_id,
                 JOBS.c.options,
                 db_epoch() - JOBS.c.intake_lease_until,
+                JOBS.c.intake_attempts,
+                JOBS.c.last_error,
             ).where(
                 JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING)),
                 JOBS.c.intake_lease_until < db_epoch(),
@@ -82,9 +85,16 @@ def sweep(
         if ids:
             publish_chunks(ids)
             report.published.extend(ids)
-    for job_id, source, org_id, options, expired_for in stale:
+    for job_id, source, org_id, options, expired_for, attempts, last_error in stale:
         options = dict(options or {})
-        if options.get("intake") == "task" and restart_intake is not None:
+        if attempts >= settings.max_intake_attempts:
+            # Bounded: an intake that keeps stopping (a file that vanished, a worker killed by
+            # the input) fails with what is known instead of being sent again forever.
+            with db.begin() as session:
+                if jobs.fail_job(session, job_id, _gave_up(attempts, last_error)):
+                    report.intakes_failed.append(job_id)
+            continue
+        if options.get("intake") in ("task", "inbox") and restart_intake is not None:
             if restart_intake(job_id, source, org_id, options):
                 report.intakes_restarted.append(job_id)
                 continue
@@ -97,6 +107,7 @@ def sweep(
                 session, job_id, "the intake of the file stopped before it ended; submit again"
             ):
                 report.intakes_failed.append(job_id)
+    report.events_published = events.publish_pending(db)
     if report.published or report.finished:
         log.info(
             "sweep.done",
@@ -104,6 +115,13 @@ def sweep(
             finished=len(report.finished),
         )
     return report
+
+
+def _gave_up(attempts: int, last_error: str | None) -> str:
+    message = (
+        f"the intake was started {attempts} times and never ended (ENOS_IMPORT_MAX_INTAKE_ATTEMPTS)"
+    )
+    return f"{message}; last error: {last_error}" if last_error else message
 
 
 def record_beat(session: Session, name: str = BEAT) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from worker.intake.columns import cells_from_option
+from worker.intake.excerpt import excerpt
+
+if TYPE_CHECKING:
+    from worker.intake.opening import OpenedFile
 
 FORMATS = ("csv", "jsonl", "json")
 BOM = b"\xef\xbb\xbf"
@@ -30,6 +33,16 @@ class IntakeLimits:
     max_field_chars: int = 64 * 1024
     max_rows: int = 5_000_000
     max_columns: int = 1_000
+    # A CreateOption nests four levels (item, deviceName, i18nValue, a value); an attribute
+    # value may be an object or an array. Deeper input is refused while it is parsed, before
+    # it is built: nesting is what made a few KB of JSON cost gigabytes.
+    max_json_depth: int = 32
+
+    @property
+    def max_item_bytes(self) -> int:
+        """Largest JSON item or JSON Lines line, and largest CSV record across quoted newlines:
+        the cells of a record are bounded by it, whatever its line ends."""
+        return self.max_field_chars * 16
 
 
 @dataclass(slots=True)
@@ -60,6 +73,9 @@ class Source:
     def sha256(self) -> str:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Releases the file handle, if any."""
+
     def _json_row(self, line: int, option: Any, limits: IntakeLimits | None = None) -> SourceRow:
         """A JSON CreateOption flattened to the CSV columns; one that cannot be, or that breaks
         the limits (cell length, columns), is a row with a problem."""
@@ -78,7 +94,7 @@ class Source:
             for name, value in cells.items():
                 if len(value) > limits.max_field_chars or len(name) > limits.max_field_chars:
                     problem = (
-                        f"line {line}: {name[:100]}: longer than {limits.max_field_chars} "
+                        f"line {line}: {_field_name(name)}: longer than {limits.max_field_chars} "
                         "characters (ENOS_IMPORT_MAX_FIELD_CHARS)"
                     )
                     return SourceRow(line, {}, None, [problem])
@@ -93,18 +109,37 @@ class Source:
 
 
 class _FileSource(Source):
-    def __init__(self, path: Path, limits: IntakeLimits) -> None:
+    """A file read through one handle (see :mod:`worker.intake.opening`): hashed and read from
+    the same descriptor, and refused if it changed in between."""
+
+    def __init__(self, path: Path, limits: IntakeLimits, opened: OpenedFile | None = None) -> None:
         super().__init__()
         self.path = path
         self.name = str(path)
         self.limits = limits
+        self._opened = opened
+
+    @property
+    def opened(self) -> OpenedFile:
+        if self._opened is None:
+            from worker.intake.opening import open_regular
+
+            self._opened = open_regular(self.path, self.limits.max_file_bytes)
+        return self._opened
+
+    def _stream(self) -> BinaryIO:
+        return self.opened.rewound()
 
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with self.path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-        return digest.hexdigest()
+        return self.opened.sha256()
+
+    def _check_unchanged(self) -> None:
+        """Called once every row was read: raises :class:`SourceError` if the file changed."""
+        self.opened.check_unchanged()
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._opened.close()
 
     def _check_rows(self, count: int, line: int) -> bool:
         if count >= self.limits.max_rows:
@@ -115,3 +150,8 @@ class _FileSource(Source):
             )
             return False
         return True
+
+
+def _field_name(name: str) -> str:
+    """A field name as a message shows it: as is when short and printable, else an excerpt."""
+    return name if len(name) <= 40 and name.isprintable() else excerpt(name)

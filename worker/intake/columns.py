@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from worker.intake.excerpt import excerpt
+
 FIXED = {
     name.lower(): name
     for name in ("productKey", "deviceKey", "deviceName", "timezone", "deviceDesc")
@@ -48,7 +50,7 @@ def parse_header(cells: list[str]) -> list[Column]:
         column = _column(index, name)
         ident = f"{column.kind}:{column.key}"
         if ident in seen:
-            raise HeaderError(f"column {name!r} repeats column {seen[ident]!r}")
+            raise HeaderError(f"column {excerpt(name)} repeats column {excerpt(seen[ident])}")
         seen[ident] = name
         columns.append(column)
     if not any(c.kind == "field" and c.key == "productKey" for c in columns):
@@ -63,9 +65,8 @@ def _column(index: int, name: str) -> Column:
     for prefix, kind in PREFIXES.items():
         if lowered.startswith(prefix) and len(name) > len(prefix):
             return Column(index, name, kind, name[len(prefix) :])
-    shown = name if len(name) <= 100 else name[:100] + "…"
     raise HeaderError(
-        f"unknown column {shown!r}; the columns are productKey, deviceKey, deviceName, "
+        f"unknown column {excerpt(name)}; the columns are productKey, deviceKey, deviceName, "
         "deviceName.<locale>, timezone, deviceDesc, attr.<id>, tag.<key>"
     )
 

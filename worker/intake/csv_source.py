@@ -15,44 +15,48 @@ class CsvSource(_FileSource):
     format = "csv"
 
     def rows(self) -> Iterator[SourceRow]:
-        with self.path.open("rb") as handle:
-            lines = _DecodedLines(handle, self.limits.max_field_chars)
-            sample = lines.peek_text(64 * 1024)
-            dialect = _sniff(sample)
-            csv.field_size_limit(self.limits.max_field_chars)
-            reader = csv.reader(lines, dialect)
-            try:
-                header = next(reader)
-            except StopIteration:
-                self.error = SourceError("the file is empty", 1)
-                return
-            except csv.Error as exc:
-                self.error = SourceError(f"line 1 (header): cannot be read: {exc}", 1)
-                return
-            unreadable = lines.problems(1, reader.line_num)
-            if len(header) > self.limits.max_columns:
-                # A header cut at the line limit has at least the columns counted so far.
-                self.error = SourceError(
-                    f"line 1 (header): {'at least ' if unreadable else ''}{len(header)} "
-                    f"columns, over the limit of {self.limits.max_columns} "
-                    "(ENOS_IMPORT_MAX_COLUMNS)",
-                    1,
-                )
-                return
-            if unreadable:
-                text = "; ".join(p.partition(": ")[2] for p in unreadable)
-                self.error = SourceError(f"line 1 (header): {text}", 1)
-                return
-            try:
-                columns = parse_header(header)
-            except HeaderError as exc:
-                self.error = SourceError(f"line 1 (header): {exc}", 1)
-                return
-            names = [c.name for c in columns]
-            if not any(c.kind == "field" and c.key == "deviceKey" for c in columns):
-                names.insert(1, "deviceKey")
-            self._add_columns(names)
-            yield from self._records(reader, lines, columns, len(header))
+        yield from self._rows()
+        self._check_unchanged()
+
+    def _rows(self) -> Iterator[SourceRow]:
+        handle = self._stream()
+        lines = _DecodedLines(handle, self.limits.max_field_chars, self.limits.max_item_bytes)
+        sample = lines.peek_text(64 * 1024)
+        dialect = _sniff(sample)
+        csv.field_size_limit(self.limits.max_field_chars)
+        reader = csv.reader(lines, dialect)
+        try:
+            header = next(reader)
+        except StopIteration:
+            self.error = SourceError("the file is empty", 1)
+            return
+        except csv.Error as exc:
+            self.error = SourceError(f"line 1 (header): cannot be read: {exc}", 1)
+            return
+        unreadable = lines.problems(1, reader.line_num)
+        if len(header) > self.limits.max_columns:
+            # A header cut at the line limit has at least the columns counted so far.
+            self.error = SourceError(
+                f"line 1 (header): {'at least ' if unreadable else ''}{len(header)} "
+                f"columns, over the limit of {self.limits.max_columns} "
+                "(ENOS_IMPORT_MAX_COLUMNS)",
+                1,
+            )
+            return
+        if unreadable:
+            text = "; ".join(p.partition(": ")[2] for p in unreadable)
+            self.error = SourceError(f"line 1 (header): {text}", 1)
+            return
+        try:
+            columns = parse_header(header)
+        except HeaderError as exc:
+            self.error = SourceError(f"line 1 (header): {exc}", 1)
+            return
+        names = [c.name for c in columns]
+        if not any(c.kind == "field" and c.key == "deviceKey" for c in columns):
+            names.insert(1, "deviceKey")
+        self._add_columns(names)
+        yield from self._records(reader, lines, columns, len(header))
 
     def _records(
         self,
@@ -65,6 +69,7 @@ class CsvSource(_FileSource):
         last_line = reader.line_num
         while True:
             start = last_line + 1
+            lines.new_record()
             try:
                 cells = next(reader)
             except StopIteration:
@@ -72,6 +77,10 @@ class CsvSource(_FileSource):
             except csv.Error as exc:
                 last_line = reader.line_num
                 lines.forget(last_line)
+                # An unreadable record is a row too: MAX_ROWS bounds every row a file yields.
+                if not self._check_rows(count, start):
+                    return
+                count += 1
                 problem = _record_error(exc, start, last_line, self.limits.max_field_chars)
                 yield SourceRow(start, {}, None, [problem])
                 continue
@@ -134,9 +143,12 @@ class _DecodedLines:
     """Physical lines of a binary file, decoded as UTF-8 (BOM dropped); a line that is not UTF-8,
     holds a NUL byte or is too long is passed on repaired and remembered as a problem."""
 
-    def __init__(self, handle: IO[bytes], max_line: int) -> None:
+    def __init__(self, handle: IO[bytes], max_line: int, max_record: int) -> None:
         self._handle = handle
         self._max = max_line
+        self._max_record = max_record
+        self._record_bytes = 0
+        self._skipping = False  # inside an overlong record: its lines are not passed on
         self._line = 0
         self._bad: dict[int, str] = {}
         self._peeked: list[bytes] = []
@@ -196,9 +208,35 @@ class _DecodedLines:
             buffer = buffer[start:] + block
             start = 0
 
+    def new_record(self) -> None:
+        """The reader starts a record: the record size counts from here."""
+        self._record_bytes = 0
+
+    def _bounded(self, raw: bytes) -> bytes:
+        """The line, or a stand-in once its record (a quoted field running over line ends)
+        passed ``max_record`` bytes: the reader then sees empty lines, which keep the line
+        numbers, and a closing quote where the record ends, so the cells it holds stay bounded.
+        The end is found by the parity of quotes (a doubled quote counts twice)."""
+        if self._skipping:
+            if raw.count(b'"') % 2:
+                self._skipping = False
+                return b'"\n'
+            return b""
+        self._record_bytes += len(raw)
+        if self._record_bytes <= self._max_record or self._record_bytes == len(raw):
+            return raw
+        # The reader asked for another line of the same record: it is inside a quoted field.
+        self._bad[self._line] = (
+            f"line {self._line}: the record is longer than {self._max_record} bytes across "
+            "quoted line ends (16 x ENOS_IMPORT_MAX_FIELD_CHARS); its lines are skipped"
+        )
+        self._skipping = True
+        return self._bounded(raw)
+
     def __iter__(self) -> Iterator[str]:
-        for raw, cut in self._raw_lines():
+        for whole, cut in self._raw_lines():
             self._line += 1
+            raw = self._bounded(whole)
             if self._first:
                 raw = raw.removeprefix(BOM)
                 self._first = False

@@ -27,10 +27,14 @@ from worker.intake.base import (
     SourceRow,
 )
 from worker.intake.csv_source import CsvSource
-from worker.intake.json_sources import JsonLinesSource, JsonSource
+from worker.intake.excerpt import excerpt
+from worker.intake.json_sources import JsonLinesSource, JsonSource, too_deep
+from worker.intake.opening import OpenedFile, open_regular
 
 __all__ = [
     "FORMATS",
+    "READERS",
+    "SUFFIX_FORMATS",
     "CsvSource",
     "InlineSource",
     "IntakeLimits",
@@ -44,16 +48,32 @@ __all__ = [
 ]
 
 
-def detect_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".txt", ".tsv"):
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if suffix == ".json":
-        return "json"
-    with path.open("rb") as handle:
-        head = handle.read(4096).lstrip(BOM).lstrip()
+# The format registry: a file's suffix names its reader. The inbox takes exactly these
+# suffixes, so a reader added here is a format the inbox accepts.
+SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
+READERS: dict[str, type[CsvSource] | type[JsonLinesSource] | type[JsonSource]] = {
+    "csv": CsvSource,
+    "jsonl": JsonLinesSource,
+    "json": JsonSource,
+}
+
+
+def detect_format(path: Path, opened: OpenedFile | None = None) -> str:
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is not None:
+        return fmt
+    if opened is not None:
+        head = opened.rewound().read(4096).lstrip(BOM).lstrip()
+    else:
+        with path.open("rb") as handle:
+            head = handle.read(4096).lstrip(BOM).lstrip()
     if head.startswith(b"["):
         return "json"
     if head.startswith(b"{"):
@@ -68,39 +88,46 @@ def detect_format(path: Path) -> str:
 
 
 def open_source(path: Path, fmt: str | None = None, limits: IntakeLimits | None = None) -> Source:
+    """The file's reader, holding the one handle it is hashed and read through."""
     limits = limits or IntakeLimits()
-    if not path.is_file():
-        raise SourceError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size > limits.max_file_bytes:
-        raise SourceError(
-            f"{path}: {size} bytes is over the limit of {limits.max_file_bytes} bytes "
-            "(ENOS_IMPORT_MAX_FILE_BYTES)"
-        )
-    fmt = fmt or detect_format(path)
-    if fmt == "csv":
-        return CsvSource(path, limits)
-    if fmt == "jsonl":
-        return JsonLinesSource(path, limits)
-    if fmt == "json":
-        return JsonSource(path, limits)
-    raise SourceError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt is not None and fmt not in READERS:
+        raise SourceError(f"unknown format {excerpt(fmt)}; use one of {', '.join(FORMATS)}")
+    opened = open_regular(path, limits.max_file_bytes)
+    try:
+        return READERS[fmt or detect_format(path, opened)](path, limits, opened)
+    except BaseException:
+        opened.close()
+        raise
 
 
 class InlineSource(Source):
-    """Devices handed over in a message (the ``enos_import.submit`` task's list)."""
+    """Devices handed over in a message (the ``enos_import.submit`` task's list): they keep
+    the limits of a file (rows, depth, fields, columns)."""
 
     format = "inline"
 
-    def __init__(self, devices: list[Any]) -> None:
+    def __init__(self, devices: list[Any], limits: IntakeLimits | None = None) -> None:
         super().__init__()
         self.name = "inline"
         self.devices = devices
+        self.limits = limits or IntakeLimits()
 
     def sha256(self) -> str:
         return hashlib.sha256(orjson.dumps(self.devices, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def rows(self) -> Iterator[SourceRow]:
         self._add_columns(LEADING_COLUMNS)
+        limits = self.limits
         for position, option in enumerate(self.devices, 1):
-            yield self._json_row(position, option)
+            if position > limits.max_rows:
+                self.error = SourceError(
+                    f"more than {limits.max_rows} devices (ENOS_IMPORT_MAX_ROWS): the devices "
+                    f"from position {position} on are not read",
+                    position,
+                )
+                return
+            if too_deep(option, limits.max_json_depth):
+                problem = f"line {position}: nested deeper than {limits.max_json_depth} levels"
+                yield SourceRow(position, {}, None, [problem])
+                continue
+            yield self._json_row(position, option, limits)

@@ -1,0 +1,161 @@
+"""Completion events: nobody has to poll for a job's end.
+
+When a job reaches a final state, in that same transaction: PostgreSQL is told ``NOTIFY
+enos_import_jobs, '<job_id> <status>'`` (sent at commit), and an event row is written to the
+outbox for the task named by ``ENOS_IMPORT_ON_FINISH_TASK`` (and, for an inbox job, for the task
+that files its results). The rows are published once the transaction committed, and the sweeper
+publishes again any row not marked published, so a crash between commit and publish still
+sends it: delivery is at least once, and a consumer deduplicates by ``job_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy.orm import Session
+
+from worker.db.clock import db_epoch
+from worker.db.models import EVENTS, JOBS, ItemStatus
+from worker.db.notify import notify
+from worker.db.session import Database
+from worker.logs import get_logger
+from worker.settings import get_settings
+
+log = get_logger(__name__)
+
+CHANNEL = "enos_import_jobs"
+INBOX_DONE_TASK = "enos_import.inbox_job_done"
+# A row the after-commit publish should have sent already; older unpublished rows are sent
+# again by the sweeper (a second copy of a young one is harmless, only wasteful).
+REPUBLISH_AFTER_S = 10.0
+_PENDING = "enos_import.pending_events"
+
+Publisher = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass
+class _Outlet:
+    """How this process publishes a task ``(name, queue, kwargs)``; none in a process without
+    a broker (the CLI), where the sweeper of a worker publishes the events later."""
+
+    publish: Publisher | None = None
+    internal_queue: str = "enos_import"
+
+
+_outlet = _Outlet()
+
+
+def set_publisher(publish: Publisher, internal_queue: str) -> None:
+    """Installs the publisher; ``internal_queue`` takes this service's own follow-up tasks."""
+    _outlet.publish = publish
+    _outlet.internal_queue = internal_queue
+
+
+def job_finished(session: Session, job_id: str, status: str) -> None:
+    """Records the end of ``job_id`` in the caller's transaction: NOTIFY and the outbox."""
+    notify(session, CHANNEL, f"{job_id} {status}")
+    job = (
+        session.connection()
+        .execute(
+            select(JOBS.c.org_id, JOBS.c.source, JOBS.c.total, JOBS.c.options).where(
+                JOBS.c.id == job_id
+            )
+        )
+        .first()
+    )
+    if job is None:
+        return
+    settings = get_settings()
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    if settings.on_finish_task:
+        kwargs = {
+            "job_id": job_id,
+            "status": status,
+            "org_id": job.org_id,
+            "source": job.source,
+            "total": job.total,
+            **_counts(session, job_id),
+        }
+        rows.append((settings.on_finish_task, settings.on_finish_queue, kwargs))
+    if (job.options or {}).get("intake") == "inbox":
+        rows.append((INBOX_DONE_TASK, _outlet.internal_queue, {"job_id": job_id}))
+    for task, queue, kwargs in rows:
+        event_id = (
+            session.connection()
+            .execute(
+                insert(EVENTS)
+                .values(job_id=job_id, task=task, queue=queue, kwargs=kwargs, created_at=db_epoch())
+                .returning(EVENTS.c.id)
+            )
+            .scalar_one()
+        )
+        session.info.setdefault(_PENDING, []).append((event_id, task, queue, kwargs))
+
+
+def _counts(session: Session, job_id: str) -> dict[str, int]:
+    from worker.importer.jobs import item_counts  # jobs calls this module
+
+    counts = item_counts(session, job_id)
+    return {state.value: int(counts.get(state, 0)) for state in ItemStatus}
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        bind = session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        _publish(engine, pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _publish(engine: Engine, pending: list[tuple[int, str, str, dict[str, Any]]]) -> int:
+    """Publishes events and marks those that went out; a failure leaves them to the sweeper."""
+    publish = _outlet.publish
+    if publish is None:
+        return 0
+    sent = []
+    for event_id, task, queue, kwargs in pending:
+        try:
+            publish(task, queue, kwargs)
+        except Exception as exc:
+            log.warning("event.publish_failed", event_id=event_id, task=task, error=str(exc))
+            continue
+        sent.append(event_id)
+    if sent:
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    update(EVENTS).where(EVENTS.c.id.in_(sent)).values(published_at=db_epoch())
+                )
+        except Exception as exc:  # the sweeper publishes them again: at least once
+            log.warning("event.mark_failed", events=len(sent), error=str(exc))
+    return len(sent)
+
+
+def publish_pending(db: Database, limit: int = 500) -> int:
+    """The sweeper's part: publishes events that were written but never marked published."""
+    if _outlet.publish is None:
+        return 0
+    with db.read() as session:
+        rows = session.execute(
+            select(EVENTS.c.id, EVENTS.c.task, EVENTS.c.queue, EVENTS.c.kwargs)
+            .where(
+                EVENTS.c.published_at.is_(None),
+                EVENTS.c.created_at < db_epoch() - REPUBLISH_AFTER_S,
+            )
+            .order_by(EVENTS.c.id)
+            .limit(limit)
+        ).all()
+    if not rows:
+        return 0
+    count = _publish(db.engine, [(r.id, r.task, r.queue, dict(r.kwargs)) for r in rows])
+    log.info("events.republished", count=count)
+    return count

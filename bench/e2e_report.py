@@ -108,7 +108,7 @@ def targets(res: Results) -> list[Target]:
                f"{two.rate:,.0f}/s against {service.rate:,.0f}/s: {two.rate / service.rate:.2f}x",
                two.rate >= SCALE_OUT * service.rate),
         Target(f"every process < {RSS_LIMIT_MB:.0f} MB at {service.devices:,} devices "
-               "(the million-row run is bench.throughput's)",
+               "(the million-row run is bench.import_throughput's)",
                f"largest {largest:.0f} MB", largest < RSS_LIMIT_MB),
     ]  # fmt: skip
 
@@ -186,7 +186,7 @@ def section(res: Results) -> str:
         "same workers first; `enos-import submit FILE --wait` from its process start to the "
         "job's `finished_at` (reading the file included; `--wait` itself notices within its "
         "1 s poll, its exit is shown too). *SDK loop*: `poseidon.urlopen` in a sequential loop "
-        "(bench.throughput's). *Embedded*: `enos-import run FILE` with no database URL "
+        "(bench.import_throughput's). *Embedded*: `enos-import run FILE` with no database URL "
         "(a fresh SQLite file), process start to exit (its own 0.5 s poll included). CPU is "
         "user + system time: the peer's and the embedded run's own (`wait4`); for the service "
         "the workers' process tree, beat and the submit CLI (ours) and the PostgreSQL server's "

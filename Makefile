@@ -53,6 +53,7 @@ simulator: install
 bench: install
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.import_throughput
+	$(BIN)/python -m bench.fairness
 	$(BIN)/python -m bench.end_to_end
 
 # The service end to end against the strong peer, the SDK loop and the embedded runner (~10 min).

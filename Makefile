@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
-.PHONY: install demo test test-unit test-fuzz test-faults lint fmt typecheck simulator bench migrate all clean
+.PHONY: install demo test test-unit test-fuzz test-faults lint fmt typecheck simulator bench bench-e2e dashboard migrate all clean
 
 all: lint typecheck test
 
@@ -54,9 +54,17 @@ bench: install
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.import_throughput
 	$(BIN)/python -m bench.fairness
+	$(BIN)/python -m bench.end_to_end
+
+# The service end to end against the strong peer, the SDK loop and the embedded runner (~10 min).
+bench-e2e: install
+	$(BIN)/python -m bench.end_to_end
 
 migrate: install
 	$(BIN)/enos-import db upgrade
+
+dashboard: install
+	$(BIN)/python -m bench.dashboard
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache

@@ -73,14 +73,19 @@ def test_compose_ports_read_as_written() -> None:
 def test_compose_has_the_services_on_their_images() -> None:
     spec = compose()
     svc = spec["services"]
-    assert set(svc) == {"postgres", "redis", "migrate", "worker", "beat", "simulator"}
+    assert set(svc) == {
+        "postgres", "redis", "migrate", "worker", "beat", "simulator", "metrics", "prometheus",
+        "grafana",
+    }  # fmt: skip
     assert svc["postgres"]["image"] == "postgres:15"
     assert "pg_isready" in svc["postgres"]["healthcheck"]["test"]
     assert "pgdata:/var/lib/postgresql/data" in svc["postgres"]["volumes"]
     assert svc["redis"]["image"] == "redis:7"
-    assert svc["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # The password reaches redis-cli through REDISCLI_AUTH, never on a command line.
+    assert svc["redis"]["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
+    assert svc["redis"]["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD}"
     assert "redisdata:/data" in svc["redis"]["volumes"]
-    for name in (*APP_SERVICES, "simulator"):
+    for name in (*APP_SERVICES, "simulator", "metrics"):
         assert svc[name]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}, name
     for name, service in svc.items():
         for volume in service.get("volumes", []):
@@ -96,6 +101,7 @@ def test_redis_is_durable() -> None:
     assert flags["--appendonly"] == "yes"
     assert flags["--appendfsync"] == "everysec"
     assert flags["--maxmemory-policy"] == "noeviction"
+    assert flags["--requirepass"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD in deploy/.env}"
 
 
 def test_migration_runs_once_before_workers_and_beat() -> None:
@@ -117,7 +123,8 @@ def test_app_services_use_the_compose_postgres_and_redis() -> None:
         assert re.fullmatch(
             r"postgresql\+psycopg://[^@/]+@postgres:5432/\S+", env["ENOS_IMPORT_DATABASE_URL"]
         ), name
-        assert re.fullmatch(r"redis://redis:6379/\d+", env["ENOS_IMPORT_BROKER_URL"]), name
+        broker = env["ENOS_IMPORT_BROKER_URL"]
+        assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD\}@redis:6379/\d+", broker), name
     assert svc["simulator"]["profiles"] == ["demo"]
     assert svc["simulator"]["command"][:2] == ["enos-import", "simulator"]
 
@@ -169,7 +176,10 @@ def test_env_example_documents_every_variable() -> None:
 
 def test_env_example_holds_no_real_secret() -> None:
     active, _ = env_example()
-    for key in ("ENOS_IMPORT_ACCESS_KEY", "ENOS_IMPORT_SECRET_KEY", "POSTGRES_PASSWORD"):
+    for key in (
+        "ENOS_IMPORT_ACCESS_KEY", "ENOS_IMPORT_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    ):  # fmt: skip
         assert active[key] == "change-me", key
     assert ":change-me@" in active["ENOS_IMPORT_DATABASE_URL"]
 

@@ -56,9 +56,10 @@ def configure(app: Celery, settings: Settings) -> None:
         task_default_queue=QUEUE,
         task_default_exchange="",
         task_default_routing_key=QUEUE,
-        # Time limits: a task stuck on hostile input or a hung call must end. A chunk's work
-        # is worth nothing after its lease (another worker may take it), so its soft limit
-        # is the lease and its hard limit falls before the broker would redeliver it. An
+        # Time limits: a task stuck on hostile input or a hung call must end. A chunk's lease
+        # is renewed right before its call, so a chunk may take its look-ups, its wait for a
+        # call slot and then one call: three leases at most (and never past half the way to
+        # a broker redelivery), with its hard limit before that redelivery. An
         # intake or a scan reads a whole file: TASK_TIME_LIMIT_S; a stopped intake is started
         # again by the sweeper, a bounded number of times.
         task_annotations=_time_limits(settings),
@@ -88,13 +89,15 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def _time_limits(settings: Settings) -> dict[str, dict[str, float]]:
-    chunk_hard = settings.lease_s + (settings.visibility_timeout_s - settings.lease_s) / 2
+    visibility = settings.visibility_timeout_s
+    chunk_soft = min(3 * settings.lease_s, settings.lease_s + (visibility - settings.lease_s) / 2)
+    chunk_hard = chunk_soft + (visibility - chunk_soft) / 2
     long_task = {
         "soft_time_limit": settings.task_time_limit_s,
         "time_limit": settings.task_time_limit_s + 60,
     }
     return {
-        "enos_import.send_chunk": {"soft_time_limit": settings.lease_s, "time_limit": chunk_hard},
+        "enos_import.send_chunk": {"soft_time_limit": chunk_soft, "time_limit": chunk_hard},
         "enos_import.submit": long_task,
         "enos_import.scan_inbox": long_task,
         "enos_import.ingest_inbox_file": long_task,
@@ -118,6 +121,13 @@ def _logging(**_: Any) -> None:
     """Workers and beat log like every other entry point: structured, ENOS_IMPORT_LOG_*."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    from worker.preflight import placeholder_problems
+    from worker.runtime import transport_warnings
+
+    if problems := placeholder_problems(settings):
+        # Celery logs and swallows a signal handler's exception: only SystemExit stops it.
+        raise SystemExit(f"enos-import: {'; '.join(problems)}")
+    transport_warnings(settings)
 
 
 # The collector's first generation holds this many new objects before it runs (default 700).

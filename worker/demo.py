@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, text
 
+from worker.host import free_port
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET, DEMO_ORG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def main() -> int:
     console = Console(stderr=True)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}"
     simulator = subprocess.Popen(
         [str(BIN / "enos-import"), "simulator", "--port", str(port), "--seed-demo",
@@ -111,12 +111,6 @@ def _summary(console: Console, job_id: str, elapsed: float, on_enos: int, result
         f"{job['created']} created, {job['adopted']} adopted; EnOS now holds {on_enos} devices."
     )
     console.print(f"results: {results}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(api: str) -> None:

@@ -9,7 +9,6 @@ held by the dead process are taken over at once, after reconciling by deviceKey.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import uuid
@@ -23,6 +22,7 @@ from worker.celery_app import QUEUE, app
 from worker.db.migrate import upgrade
 from worker.db.models import CHUNKS, JOBS, ChunkStatus, JobStatus
 from worker.db.session import Database, database_url
+from worker.host import pid_alive
 from worker.importer.budget import LocalBudget
 from worker.importer.send import SendContext
 from worker.importer.submit import IntakeResult, create, job_options, run_intake
@@ -144,7 +144,7 @@ def release_dead_leases(session: Any, job_id: str) -> int:
         )
     ):
         name, _, pid = str(holder or "").partition(":")
-        if name == host and pid.isdigit() and not _alive(int(pid)):
+        if name == host and pid.isdigit() and not pid_alive(int(pid)):
             session.execute(
                 update(CHUNKS)
                 .where(CHUNKS.c.id == chunk_id)
@@ -152,16 +152,6 @@ def release_dead_leases(session: Any, job_id: str) -> int:
             )
             released += 1
     return released
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def start_or_resume(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -15,7 +17,8 @@ from worker.db.session import Database, database_url
 from worker.enos.client import EnosClient
 from worker.importer.budget import LocalBudget, RateBudget, RedisBudget
 from worker.importer.send import SendContext
-from worker.logs import get_logger
+from worker.logs import get_logger, warn_always
+from worker.metrics import MeteredEnosClient
 from worker.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -29,23 +32,49 @@ def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def transport_warnings(settings: Settings) -> None:
+    """Says at start-up when the way to EnOS is not protected: every process that may talk to
+    EnOS calls this (workers, beat, the CLI)."""
     if not settings.verify_tls:
-        log.warning(
+        warn_always(
             "tls.verification_off",
             api_url=settings.api_url,
-            warning="TLS certificates of the EnOS gateway are NOT verified",
+            warning="TLS certificates of the EnOS gateway are NOT verified (--insecure)",
         )
-    return EnosClient(
+    parts = urlsplit(settings.api_url)
+    if parts.scheme == "http" and (parts.hostname or "") not in LOOPBACK_HOSTS:
+        log.warning(
+            "tls.plain_http",
+            api_url=settings.api_url,
+            warning="the EnOS API URL is plain http:// to another host: credentials and "
+            "device secrets cross the network unencrypted",
+        )
+
+
+def make_client(settings: Settings, **kwargs: Any) -> EnosClient:
+    transport_warnings(settings)
+    return MeteredEnosClient(
         settings.api_url,
         settings.access_key,
         settings.secret_key,
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         max_connections=max(16, settings.max_concurrency * 2),
-        verify=settings.verify_tls,
+        verify=tls_verification(settings),
         **kwargs,
     )
+
+
+def tls_verification(settings: Settings) -> bool | ssl.SSLContext:
+    """Off (``--insecure``), the system's CAs, or the private CA of ``ENOS_IMPORT_CA_BUNDLE``."""
+    if not settings.verify_tls:
+        return False
+    if settings.ca_bundle is None:
+        return True
+    return ssl.create_default_context(cafile=str(settings.ca_bundle))
 
 
 def make_budget(settings: Settings, shared: bool) -> RateBudget:

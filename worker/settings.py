@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import zoneinfo
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +44,9 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Longest wait to connect.")
     read_timeout_s: float = Field(default=25.0, gt=0, description="Longest wait for an answer.")
     verify_tls: bool = Field(default=True, description="Verify the gateway's TLS certificate.")
+    ca_bundle: Path | None = Field(
+        default=None, description="PEM file of a private CA that signed the gateway's certificate."
+    )
 
     # Sending: leases, retries and the schedule they keep in the database.
     lease_s: float = Field(
@@ -138,6 +143,15 @@ class Settings(BaseSettings):
         default="enos_import_events", description="Queue of ON_FINISH_TASK."
     )
 
+    # Operations.
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Workers serve Prometheus /metrics here (0: off)."
+    )
+    metrics_dir: str = Field(
+        default="",
+        description="Where prefork children keep their metric files (default: a temporary one).",
+    )
+
     # Logs.
     log_format: str = Field(
         default="auto", pattern="^(auto|console|json)$", description="auto: console on a terminal."
@@ -148,9 +162,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         self.api_url = self.api_url.rstrip("/")
         # The timeouts nest, so that a chunk is always recovered by the database lease and
-        # never by a broker redelivery racing a live attempt.
-        # A call starts right after its lease was renewed, so connecting and reading must end
-        # within the lease.
+        # never by a broker redelivery racing a live attempt. A call starts right after its
+        # lease was renewed, so connecting and reading must end within the lease.
         call_s = self.connect_timeout_s + self.read_timeout_s
         if not call_s < self.lease_s < self.visibility_timeout_s:
             raise ValueError(
@@ -182,6 +195,11 @@ class Settings(BaseSettings):
             return None
         return frozenset(orgs | ({self.org_id} if self.org_id else set()))
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # A URL may hold a password (postgresql://user:pw@…, redis://:pw@…): never show it.
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in URL_FIELDS and isinstance(value, str) else value
+
     def intake_limits(self) -> IntakeLimits:
         return IntakeLimits(
             max_file_bytes=self.max_file_bytes,
@@ -193,6 +211,19 @@ class Settings(BaseSettings):
     @property
     def publish_window(self) -> int:
         return self.window or 2 * self.max_concurrency
+
+
+URL_FIELDS = frozenset({"database_url", "broker_url", "redis_url", "api_url"})
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 class SettingsError(ValueError):

@@ -15,6 +15,7 @@ from kombu.entity import Exchange, Queue
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from worker import metrics
 from worker.celery_app import QUEUE, app
 from worker.db.models import JOBS, JobStatus
 from worker.importer import boundary, events, jobs
@@ -133,6 +134,8 @@ def submit(
         _fail_intake(new_id, created, str(exc))
         return new_id
     result = run_intake(ctx.db, settings, new_id, message.org_id, reader, opts)
+    if result.summary is not None:
+        metrics.record_invalid(result.summary.invalid)
     publish_chunks(result.publish)
     if result.summary is None and _intake_open(new_id):
         # Another delivery holds the intake (or held it and died): come back after its lease,
@@ -183,12 +186,15 @@ def _intake_open(job_id: str) -> bool:
     max_retries=None,
 )
 def send_chunk_task(chunk_id: int) -> None:
+    metrics.start_task()
     ctx = send_context()
     # One task for every chunk (the sweeper publishes them alike); a rollback job's deletes.
     if rollback_chunk(ctx.db, chunk_id):
         publish_chunks(delete_chunk(ctx, chunk_id).publish)
         return
-    publish_chunks(send_chunk(ctx, chunk_id).publish)
+    report = send_chunk(ctx, chunk_id)
+    metrics.record_send(report)
+    publish_chunks(report.publish)
 
 
 @app.task(name="enos_import.sweep", autoretry_for=_DB_DOWN, max_retries=3)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from worker.host import free_port as free_port  # the one helper, shared with the demo
+
 ROOT = Path(__file__).resolve().parents[2]
 # The environment this runs in (.venv, or a second one such as .venv-311).
 BIN = Path(sys.executable).parent
@@ -27,13 +29,6 @@ T = TypeVar("T")
 
 class ProcessExited(RuntimeError):
     """A process that should be running has ended."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listening(port: int, host: str = "127.0.0.1") -> bool:

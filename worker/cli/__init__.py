@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from worker.cli.verbosity import VERBOSE_OPTION
+
 COMMANDS = {
     "submit": "worker.cli.jobs:submit",
     "validate": "worker.cli.validate:validate",
@@ -23,6 +25,8 @@ COMMANDS = {
     "simulator": "worker.cli.simulator:simulator",
     "db": "worker.cli.db:db",
     "inbox": "worker.cli.inbox:inbox",
+    "health": "worker.cli.ops:health",
+    "metrics": "worker.cli.ops:metrics",
 }
 
 
@@ -44,6 +48,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="enos-import")
+@VERBOSE_OPTION
 def cli() -> None:
     """Bulk device import for EnOS: files of device definitions become EnOS devices.
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import select
 
+from worker.cli import verbosity
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database, database_url
 from worker.importer import jobs
@@ -32,7 +33,9 @@ EXIT_BY_STATE: dict[str, int] = {
     JobStatus.CANCELLED: 5,
 }
 
-stderr = Console(stderr=True)
+# Text from the data (file names, columns, EnOS's messages) is never read as rich markup: a
+# "[/x]" in a CSV header must print as itself.
+stderr = Console(stderr=True, markup=False, highlight=False)
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -42,7 +45,7 @@ def settings_from(**overrides: Any) -> Settings:
         settings = load_settings(**given)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from exc
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, verbose=verbosity.verbose)
     return settings
 
 
@@ -137,10 +140,39 @@ def job_view(db: Database, job_id: str) -> JobView | None:
 
 
 def require_job(db: Database, job_id: str) -> JobView:
-    view = job_view(db, job_id)
+    """The job named by its id or by a unique prefix of it (at least 6 characters)."""
+    view = job_view(db, resolve_job_id(db, job_id))
     if view is None:
         raise click.ClickException(f"no job {job_id}")
     return view
+
+
+MIN_PREFIX = 6
+
+
+def resolve_job_id(db: Database, given: str) -> str:
+    """The full id of the one job whose id starts with ``given``; a clean error otherwise."""
+    given = given.strip().lower()
+    with db.read() as session:
+        if session.execute(select(JOBS.c.id).where(JOBS.c.id == given)).first() is not None:
+            return given
+        if len(given) < MIN_PREFIX:
+            raise click.ClickException(
+                f"no job {given} (a job id prefix needs at least {MIN_PREFIX} characters)"
+            )
+        # LIKE's own wildcards in what was typed are literal characters of an id.
+        pattern = given.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        found = list(
+            session.execute(
+                select(JOBS.c.id).where(JOBS.c.id.like(pattern, escape="\\")).limit(5)
+            ).scalars()
+        )
+    if not found:
+        raise click.ClickException(f"no job {given}")
+    if len(found) > 1:
+        shown = ", ".join(found[:4]) + (", …" if len(found) > 4 else "")
+        raise click.ClickException(f"job id prefix {given} is ambiguous: it matches {shown}")
+    return str(found[0])
 
 
 def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> JobView:
@@ -150,7 +182,7 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
     """
     show = sys.stderr.isatty()
     progress = Progress(
-        TextColumn("[bold]{task.fields[state]}"),
+        TextColumn("{task.fields[state]}", style="bold", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} devices"),
         TextColumn("{task.fields[rate]}"),

@@ -7,6 +7,8 @@ import click
 from worker.cli.common import settings_from, stderr
 from worker.db.migrate import upgrade as apply_migrations
 from worker.db.session import database_url
+from worker.preflight import refuse_placeholders
+from worker.settings import SettingsError
 
 
 @click.group()
@@ -18,7 +20,12 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def upgrade(revision: str) -> None:
     """Apply the migrations (ENOS_IMPORT_DATABASE_URL, or the local SQLite file)."""
-    url = database_url(settings_from().database_url)
+    settings = settings_from()
+    try:
+        refuse_placeholders(settings)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    url = database_url(settings.database_url)
     apply_migrations(url, revision)
     stderr.print(f"database at {_safe(url)} is at revision {revision}", highlight=False)
 

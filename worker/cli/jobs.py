@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from worker.cli.common import (
     EXIT_BY_STATE,
@@ -25,13 +28,16 @@ from worker.cli.common import (
     open_database,
     open_input,
     require_job,
+    resolve_job_id,
     settings_from,
     stderr,
     summary_line,
 )
 from worker.cli.output import STDOUT, export_target
+from worker.cli.verbosity import VERBOSE_OPTION
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database
+from worker.db.views import JOB_STATUS_COLUMNS
 from worker.enos.secret_box import Opener
 from worker.importer import chunks, jobs
 from worker.importer import results as export
@@ -60,6 +66,7 @@ WRITERS: dict[str, Callable[..., int]] = {
     help="Rows without deviceKey: a derived stable key, or one EnOS generates "
     "[env ENOS_IMPORT_KEY_MODE].",
 )
+@VERBOSE_OPTION
 def submit(
     file: Path,
     org_id: str | None,
@@ -110,15 +117,23 @@ def _rows_note() -> Callable[[int], None] | None:
 @click.argument("job_id", required=False)
 @click.option("--watch", is_flag=True, help="Refresh until the job ends.")
 @click.option("--limit", default=20, show_default=True, help="Jobs in the table of recent jobs.")
-def status(job_id: str | None, watch: bool, limit: int) -> None:
-    """One job (counts, progress, rate, ETA) or a table of recent jobs."""
+@click.option(
+    "--json", "as_json", is_flag=True, help="The import_job_status view's row(s) as JSON."
+)
+def status(job_id: str | None, watch: bool, limit: int, as_json: bool) -> None:
+    """One job (counts, progress, rate, ETA) or a table of recent jobs. JOB is a job id or a
+    unique prefix of it (at least 6 characters)."""
     settings = settings_from()
     db = open_database(settings)
     _warn_without_sweeper(db, settings.sweep_interval_s)
+    if as_json:
+        _status_json(db, job_id, limit)
+        return
     if job_id is None:
         click.echo(_render(_recent(db, limit)))
         return
     view = require_job(db, job_id)
+    job_id = view.job_id
     if not watch:
         click.echo(_render(_job_table(view)))
         sys.exit(EXIT_BY_STATE.get(view.status, 0) if view.status in FINAL_JOB_STATES else 0)
@@ -131,8 +146,39 @@ def status(job_id: str | None, watch: bool, limit: int) -> None:
     sys.exit(EXIT_BY_STATE.get(view.status, 1))
 
 
+def _status_json(db: Database, job_id: str | None, limit: int) -> None:
+    """One object (a job) or a list (recent jobs), with the view's columns; a job's exit status
+    is the same as without ``--json``."""
+    if job_id is None:
+        click.echo(json.dumps(status_rows(db, None, limit), default=_json_value))
+        return
+    full = resolve_job_id(db, job_id)
+    row = status_rows(db, full, 1)[0]
+    click.echo(json.dumps(row, default=_json_value))
+    final = row["status"] in FINAL_JOB_STATES
+    sys.exit(EXIT_BY_STATE.get(row["status"], 0) if final else 0)
+
+
+def status_rows(db: Database, job_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """Rows of the ``import_job_status`` view: one job, or the most recent ``limit``."""
+    query = f"SELECT {', '.join(JOB_STATUS_COLUMNS)} FROM import_job_status"
+    params: dict[str, Any] = {"limit": limit}
+    if job_id is not None:
+        query += " WHERE job_id = :job_id"
+        params["job_id"] = job_id
+    query += " ORDER BY created_at DESC LIMIT :limit"
+    with db.read() as session:
+        return [dict(row) for row in session.execute(text(query), params).mappings()]
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _render(table: Table) -> str:
-    console = Console(width=120, color_system=None, file=None)
+    console = Console(width=120, color_system=None, file=None, markup=False, highlight=False)
     with console.capture() as capture:
         console.print(table)
     return capture.get().rstrip("\n")
@@ -140,8 +186,8 @@ def _render(table: Table) -> str:
 
 def _job_table(view: JobView) -> Table:
     table = Table(title=f"job {view.job_id}", show_header=False)
-    table.add_column("field")
-    table.add_column("value")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("status", view.status)
     table.add_row("org", view.org_id)
     table.add_row("source", view.source)
@@ -168,8 +214,10 @@ def _job_table(view: JobView) -> Table:
 
 def _recent(db: Database, limit: int) -> Table:
     table = Table(title="recent jobs")
-    for column in ("job", "status", "org", "total", "pending", "ok", "errors", "created"):
-        table.add_column(column)
+    # A job id is never cut short: it must be possible to type it from the screen.
+    table.add_column("job", no_wrap=True, min_width=36)
+    for column in ("status", "org", "total", "pending", "ok", "errors", "created"):
+        table.add_column(column, overflow="fold")
     with db.read() as session:
         ids = [
             row[0]
@@ -236,10 +284,10 @@ def results(
     private_key: Path | None,
 ) -> None:
     """Per-device outcomes: the input row's own columns, then line, status, assetId, errorCode,
-    errorMessage."""
+    errorMessage. JOB is a job id or a unique prefix of it (at least 6 characters)."""
     settings = settings_from(private_key_file=private_key)
     db = open_database(settings)
-    require_job(db, job_id)
+    job_id = require_job(db, job_id).job_id
     opener = None
     if secrets:
         if settings.private_key_file is None:
@@ -266,6 +314,7 @@ def retry(job_id: str) -> None:
     settings = settings_from()
     db = open_database(settings)
     view = require_job(db, job_id)
+    job_id = view.job_id
     # A rollback's chunks are Delete Device calls one by one: they keep their own, smaller size.
     size = ROLLBACK_CHUNK if view.source.startswith(ROLLBACK_SOURCE) else settings.batch_size
     with db.begin() as session:
@@ -289,7 +338,7 @@ def retry(job_id: str) -> None:
 def cancel(job_id: str) -> None:
     """Stop sending; rows not yet sent end as cancelled."""
     db = open_database(settings_from())
-    require_job(db, job_id)
+    job_id = require_job(db, job_id).job_id
     with db.begin() as session:
         state = jobs.cancel_job(session, job_id)
     view = require_job(db, job_id)

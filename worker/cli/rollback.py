@@ -71,7 +71,7 @@ def _in_process(settings: Settings, job_id: str, dry_run: bool, yes: bool) -> No
 
     settings = embedded_settings(settings)
     db = open_embedded_database(settings)
-    require_job(db, job_id)
+    job_id = require_job(db, job_id).job_id
     new_id = _resumable(db, job_id, release_dead_leases) if not dry_run else None
     if new_id is not None:
         click.echo(new_id)
@@ -114,7 +114,7 @@ def _resumable(db: Database, job_id: str, release: Callable[..., int]) -> str | 
 def _start(db: Database, settings: Settings, job_id: str, dry_run: bool, yes: bool) -> str | None:
     """Plans, lists or confirms, and records the rollback job; its id, or ``None`` when there
     is nothing to do."""
-    require_job(db, job_id)
+    job_id = require_job(db, job_id).job_id
     with db.read() as session:
         planned = _plan(session, job_id)
     if dry_run:

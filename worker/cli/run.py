@@ -19,6 +19,7 @@ from worker.cli.common import (
     stderr,
     summary_line,
 )
+from worker.cli.verbosity import VERBOSE_OPTION
 from worker.embedded import Embedded, embedded_settings, open_embedded_database, start_or_resume
 
 
@@ -30,6 +31,7 @@ from worker.embedded import Embedded, embedded_settings, open_embedded_database,
 @click.option("--key-mode", type=click.Choice(["derive", "platform"]),
               help="Rows without deviceKey [env ENOS_IMPORT_KEY_MODE].")  # fmt: skip
 @INSECURE_OPTION
+@VERBOSE_OPTION
 @click.option("--concurrency", type=int, help="Calls in flight [env ENOS_IMPORT_MAX_CONCURRENCY].")
 def run(
     file: Path,

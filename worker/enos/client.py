@@ -8,6 +8,7 @@ refuses the current one, or the token service refuses to give one.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +50,7 @@ class EnosClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_connections: int = 16,
-        verify: bool = True,
+        verify: bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -271,6 +272,10 @@ class EnosClient:
             ) from exc
 
     # --------------------------------------------------------------------------------- token
+    def check_token(self) -> None:
+        """Gets a token (or keeps a fresh one): the account's credentials work."""
+        self._access_token()
+
     def _access_token(self) -> str:
         with self._token_lock:
             now = self._clock()

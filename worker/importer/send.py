@@ -56,6 +56,7 @@ class SendReport:
     job_id: str | None = None
     job_state: str | None = None
     publish: list[int] = field(default_factory=list)
+    plan: Plan | None = None  # the attempt's decision, for the metrics
 
 
 @dataclass
@@ -100,7 +101,7 @@ def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
         error=plan.error,
         call_s=None if plan.call_s is None else round(plan.call_s, 3),
     )
-    report = SendReport(claimed=True, chunk_state=state, job_id=claim.job_id)
+    report = SendReport(claimed=True, chunk_state=state, job_id=claim.job_id, plan=plan)
     with ctx.db.begin() as session:
         report.job_state = jobs.finish_if_done(session, claim.job_id)
         report.publish = chunks.publish_due(

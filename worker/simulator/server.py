@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from worker.host import free_port
 from worker.simulator.responses import TRANSPORT_EXTENSION
 
 # A simulator process keeps every device it creates (two GC-tracked objects each) and makes few
@@ -58,9 +58,7 @@ def serve(app: Starlette, host: str, port: int) -> None:
 @contextmanager
 def serve_in_thread(app: Starlette, host: str = "127.0.0.1") -> Iterator[str]:
     """Runs ``app`` on a free loopback port for the duration; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port = sock.getsockname()[1]
+    port = free_port(host)
     server = uvicorn.Server(make_config(app, host, port))
     thread = threading.Thread(target=server.run, name="enos-simulator", daemon=True)
     thread.start()

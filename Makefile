@@ -30,7 +30,7 @@ test-unit: install
 
 # The property tests with fresh examples, many more of them (hypothesis profile "fuzz").
 test-fuzz: install
-	$(BIN)/pytest -q tests/intake/test_bad_input_properties.py --hypothesis-profile=fuzz
+	$(BIN)/pytest -q tests/readers/test_bad_input_properties.py --hypothesis-profile=fuzz
 
 test-faults: install
 	$(BIN)/python -m tests.faults.scenario --devices 100000 --write-docs

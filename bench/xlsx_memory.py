@@ -94,7 +94,7 @@ strings_out: list[str] = []
 
 
 def read(path: Path) -> None:
-    from worker.intake.sources import open_source
+    from worker.readers.sources import open_source
 
     started = time.monotonic()
     source = open_source(path)

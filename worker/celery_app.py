@@ -15,6 +15,7 @@ from celery import Celery
 from celery.schedules import crontab
 from celery.signals import setup_logging, worker_init
 from kombu.entity import Exchange, Queue
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.logs import configure as configure_logging
 from worker.settings import Settings, get_settings
@@ -114,6 +115,22 @@ def create_celery(settings: Settings | None = None) -> Celery:
 
 
 app = create_celery()
+
+# A database that is away (restart, dropped connection) makes a task try again soon; anything
+# else is a bug that the sweeper's retry schedule and the chunk's attempt cap contain.
+DB_DOWN = (OperationalError, InterfaceError)
+
+
+def task(name: str, **options: Any) -> Any:
+    """The project's task decorator: a contract name, and a retry (with backoff) only when
+    the database is away; ``options`` add to or override these."""
+    defaults: dict[str, Any] = {
+        "autoretry_for": DB_DOWN,
+        "retry_backoff": True,
+        "retry_backoff_max": 30,
+        "max_retries": 20,
+    }
+    return app.task(name=name, **{**defaults, **options})
 
 
 @setup_logging.connect

@@ -19,16 +19,16 @@ from celery.worker import WorkController
 from sqlalchemy import select, update
 
 from worker.celery_app import QUEUE, app
+from worker.context import WorkerContext
 from worker.db.migrate import upgrade
 from worker.db.models import CHUNKS, JOBS, ChunkStatus, JobStatus
 from worker.db.session import Database, database_url
 from worker.host import pid_alive
 from worker.importer.budget import LocalBudget
-from worker.importer.send import SendContext
 from worker.importer.submit import IntakeResult, create, job_options, run_intake
 from worker.importer.sweeper import sweep
-from worker.intake.sources import Source
 from worker.logs import get_logger
+from worker.readers.sources import Source
 from worker.runtime import install_context, lease_owner, make_client
 from worker.settings import Settings
 
@@ -56,7 +56,7 @@ class Embedded:
     def start(self) -> None:
         app.conf.update(broker_url="memory://localhost/", broker_transport_options={})
         install_context(
-            SendContext(
+            WorkerContext(
                 db=self.db,
                 client=make_client(self.settings),
                 settings=self.settings,

@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 
 import redis
 
+from worker.context import WorkerContext
 from worker.db.session import Database, database_url
 from worker.enos.client import EnosClient
 from worker.importer.budget import LocalBudget, RateBudget, RedisBudget
-from worker.importer.send import SendContext
 from worker.logs import get_logger, warn_always
 from worker.metrics import MeteredEnosClient
 from worker.settings import Settings, get_settings
@@ -24,7 +24,7 @@ from worker.settings import Settings, get_settings
 log = get_logger(__name__)
 
 _lock = threading.Lock()
-_context: tuple[int, SendContext] | None = None
+_context: tuple[int, WorkerContext] | None = None
 
 
 def lease_owner() -> str:
@@ -92,8 +92,8 @@ def make_budget(settings: Settings, shared: bool) -> RateBudget:
 
 
 def send_context(
-    factory: Callable[[], SendContext] | None = None,
-) -> SendContext:
+    factory: Callable[[], WorkerContext] | None = None,
+) -> WorkerContext:
     """This process's context, built on first use (and again in a forked child)."""
     global _context
     with _lock:
@@ -102,16 +102,16 @@ def send_context(
         return _context[1]
 
 
-def install_context(context: SendContext) -> None:
+def install_context(context: WorkerContext) -> None:
     """Used by the embedded runner and tests to choose the process's context."""
     global _context
     with _lock:
         _context = (os.getpid(), context)
 
 
-def _default_context() -> SendContext:
+def _default_context() -> WorkerContext:
     settings = get_settings()
-    return SendContext(
+    return WorkerContext(
         db=Database(database_url(settings.database_url)),
         client=make_client(settings),
         settings=settings,

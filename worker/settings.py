@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.intake.sources import IntakeLimits
+from worker.readers.sources import IntakeLimits
 
 
 class Settings(BaseSettings):

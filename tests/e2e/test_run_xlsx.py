@@ -9,7 +9,7 @@ import httpx
 
 from tests.e2e.services import Simulator, job_id_from, outcomes, process_env
 from tests.harness.processes import run_cli
-from tests.intake.xlsx_files import workbook_from_csv
+from tests.readers.xlsx_files import workbook_from_csv
 from worker.db.session import Database
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "devices.csv"

@@ -8,13 +8,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from worker.context import WorkerContext
 from worker.db.models import FINAL_JOB_STATES, ITEMS, JOBS
 from worker.db.session import Database
 from worker.enos.models import CreateOption
-from worker.importer.send import SendContext, send_chunk
+from worker.importer.send import send_chunk
 from worker.importer.submit import IntakeResult, create, job_options, run_intake
 from worker.importer.sweeper import sweep
-from worker.intake.sources import InlineSource
+from worker.readers.sources import InlineSource
 from worker.settings import Settings
 
 
@@ -65,7 +66,7 @@ def job_status(db: Database, job_id: str) -> str:
         return str(session.execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar_one())
 
 
-def drive(ctx: SendContext, started: IntakeResult, timeout_s: float = 30.0) -> str:
+def drive(ctx: WorkerContext, started: IntakeResult, timeout_s: float = 30.0) -> str:
     """Delivers every published chunk, sweeping when the queue runs dry, until the job ends."""
     queue = list(started.publish)
     deadline = time.monotonic() + timeout_s

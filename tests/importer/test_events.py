@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.importer.support import device, drive, fast_settings, start_job
+from worker.context import WorkerContext
 from worker.db.models import EVENTS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.importer import events, jobs
 from worker.importer.budget import LocalBudget
-from worker.importer.send import SendContext
 from worker.importer.submit import create, job_options
 from worker.settings import get_settings
 
@@ -50,7 +50,7 @@ def _new_job(db: Database) -> str:
 def test_a_finished_job_publishes_its_event_after_commit(
     db: Database, client: EnosClient, published: Published
 ) -> None:
-    ctx = SendContext(db, client, fast_settings(), LocalBudget(2), owner="test:1")
+    ctx = WorkerContext(db, client, fast_settings(), LocalBudget(2), owner="test:1")
     started = start_job(db, ctx.settings, [device("meter-0001"), {"productKey": "pk-meter"}])
     assert drive(ctx, started) == "completed_with_errors"
     assert published == [

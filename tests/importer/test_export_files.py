@@ -23,7 +23,7 @@ from worker.db.session import Database
 from worker.enos.secret_box import Sealer, generate_private_key_pem, public_key_pem
 from worker.importer import results
 from worker.importer.submit import create, job_options, run_intake
-from worker.intake.sources import open_source
+from worker.readers.sources import open_source
 from worker.settings import Settings
 
 ORG = "o-export"

@@ -10,25 +10,26 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
+from worker.context import WorkerContext
 from worker.db.models import CHUNKS, JOBS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.importer import jobs
 from worker.importer.budget import LocalBudget
-from worker.importer.send import SendContext, send_chunk
+from worker.importer.send import send_chunk
 from worker.importer.submit import create, job_options
 from worker.importer.sweeper import seconds_since_beat, sweep
 from worker.simulator.state import Store
 
 
 @pytest.fixture
-def ctx(db: Database, client: EnosClient) -> SendContext:
+def ctx(db: Database, client: EnosClient) -> WorkerContext:
     settings = fast_settings(batch_size=2, window=2)
-    return SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+    return WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
 
 
 def test_cancel_stops_sending_and_unsent_rows_end_cancelled(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 7)])
     send_chunk(ctx, started.publish[0])
@@ -43,7 +44,7 @@ def test_cancel_stops_sending_and_unsent_rows_end_cancelled(
 
 
 def test_a_chunk_in_flight_when_cancelled_finishes_then_the_job_is_cancelled(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     from worker.importer import chunks
 
@@ -63,7 +64,7 @@ def test_a_chunk_in_flight_when_cancelled_finishes_then_the_job_is_cancelled(
     assert len(sim_store.assets) == 0
 
 
-def test_the_sweeper_publishes_a_chunk_whose_message_was_lost(ctx: SendContext) -> None:
+def test_the_sweeper_publishes_a_chunk_whose_message_was_lost(ctx: WorkerContext) -> None:
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")])
     lost = started.publish[0]  # published, but the broker lost the message
     published: list[int] = []
@@ -77,7 +78,7 @@ def test_the_sweeper_publishes_a_chunk_whose_message_was_lost(ctx: SendContext) 
 
 
 def test_the_sweeper_hands_a_dead_workers_chunk_to_another_worker(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     from worker.importer import chunks
 
@@ -97,7 +98,7 @@ def test_the_sweeper_hands_a_dead_workers_chunk_to_another_worker(
     assert len(sim_store.assets) == 2
 
 
-def test_the_window_bounds_the_chunks_of_a_job_out_at_once(ctx: SendContext) -> None:
+def test_the_window_bounds_the_chunks_of_a_job_out_at_once(ctx: WorkerContext) -> None:
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 11)])
     assert len(started.publish) == 2  # 5 chunks, window 2
     report = send_chunk(ctx, started.publish[0])
@@ -105,13 +106,13 @@ def test_the_window_bounds_the_chunks_of_a_job_out_at_once(ctx: SendContext) -> 
     assert drive(ctx, started) == "completed"
 
 
-def test_a_job_with_only_invalid_rows_ends_at_intake(ctx: SendContext) -> None:
+def test_a_job_with_only_invalid_rows_ends_at_intake(ctx: WorkerContext) -> None:
     started = start_job(ctx.db, ctx.settings, [{"productKey": "pk-meter"}])
     assert started.summary is not None and started.summary.chunks == 0
     assert job_status(ctx.db, started.job_id) == "completed_with_errors"
 
 
-def test_an_intake_that_stopped_half_way_is_failed_by_the_sweeper(ctx: SendContext) -> None:
+def test_an_intake_that_stopped_half_way_is_failed_by_the_sweeper(ctx: WorkerContext) -> None:
     settings = ctx.settings.model_copy(update={"lease_s": 0.1})
     options = job_options(settings, require_secret=False, intake="cli")
     create(ctx.db, settings, "00000000-0000-4000-8000-000000000001", "o-demo", "x.csv", options)
@@ -125,7 +126,7 @@ def test_an_intake_that_stopped_half_way_is_failed_by_the_sweeper(ctx: SendConte
     assert "submit again" in error
 
 
-def test_the_sweeper_leaves_a_beat_for_status(ctx: SendContext) -> None:
+def test_the_sweeper_leaves_a_beat_for_status(ctx: WorkerContext) -> None:
     with ctx.db.read() as session:
         assert seconds_since_beat(session) is None
     sweep(ctx.db, ctx.settings, lambda ids: None)

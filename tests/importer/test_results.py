@@ -18,7 +18,7 @@ from worker.db.session import Database
 from worker.importer import results
 from worker.importer.keys import derive_device_key
 from worker.importer.submit import create, job_options, run_intake
-from worker.intake.sources import open_source
+from worker.readers.sources import open_source
 from worker.settings import Settings
 
 ORG = "o-results"

@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
+from worker.context import WorkerContext
 from worker.db.models import CHUNKS, JOBS, OrgBatchLimit
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.enos.secret_box import Opener
 from worker.importer import chunks
 from worker.importer.budget import LocalBudget
-from worker.importer.send import SendContext, send_chunk
+from worker.importer.send import send_chunk
 from worker.settings import Settings
 from worker.simulator.faults import FaultProfile
 from worker.simulator.inprocess import InProcessTransport
@@ -31,8 +32,8 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[SendContext]:
-    yield SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[WorkerContext]:
+    yield WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
 
 
 def sim_devices(store: Store) -> dict[str, tuple[str, str, str]]:
@@ -44,7 +45,7 @@ def sim_devices(store: Store) -> dict[str, tuple[str, str, str]]:
 
 
 def test_every_valid_row_is_created_once_with_enos_asset_id(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     devices = [device(f"meter-{n:04d}") for n in range(1, 10)] + [device(None, "pk-inverter")]
     started = start_job(ctx.db, ctx.settings, devices)
@@ -62,7 +63,7 @@ def test_every_valid_row_is_created_once_with_enos_asset_id(
 
 
 def test_an_existing_device_is_adopted_and_a_different_one_is_a_conflict(
-    ctx: SendContext, sim_store: Store, client: EnosClient
+    ctx: WorkerContext, sim_store: Store, client: EnosClient
 ) -> None:
     existing = client.batch_create("o-demo", [device("meter-0001"), device("meter-0002")])
     started = start_job(
@@ -84,7 +85,7 @@ def test_an_existing_device_is_adopted_and_a_different_one_is_a_conflict(
 
 
 def test_a_full_product_fails_its_remaining_rows_without_further_calls(
-    ctx: SendContext, sim_store: Store, sim_app
+    ctx: WorkerContext, sim_store: Store, sim_app
 ) -> None:
     sim_store.limits.product_cap = 3
     devices = [device(f"meter-{n:04d}") for n in range(1, 8)] + [device("inv-0001", "pk-inverter")]
@@ -102,7 +103,7 @@ def test_a_full_product_fails_its_remaining_rows_without_further_calls(
 
 
 def test_11714_sends_that_row_again_until_enos_generates_a_key(
-    ctx: SendContext, sim_store: Store, sim_app
+    ctx: WorkerContext, sim_store: Store, sim_app
 ) -> None:
     api = sim_app.state.api
     api.faults = FaultProfile(item11714=1.0)
@@ -123,7 +124,7 @@ def test_11714_sends_that_row_again_until_enos_generates_a_key(
 
 
 def test_99400_splits_the_chunk_and_remembers_the_org_batch_limit(
-    ctx: SendContext, sim_store: Store, sim_app, db: Database
+    ctx: WorkerContext, sim_store: Store, sim_app, db: Database
 ) -> None:
     sim_store.limits.batch_max = 2
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 5)])
@@ -143,7 +144,7 @@ def test_99400_splits_the_chunk_and_remembers_the_org_batch_limit(
 
 
 def test_99400_for_a_single_device_fails_that_row_with_enos_message(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     sim_store.limits.batch_max = 0
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")])
@@ -165,7 +166,7 @@ def test_11858_fails_the_job_and_says_to_create_the_rsa_key_pair(
         "s3cr3t-no-key",
         transport=sim_transport,
     ) as client:
-        ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+        ctx = WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
         started = start_job(db, settings, [device("meter-0001")], require_secret=True)
         assert drive(ctx, started) == "failed"
     with db.read() as session:
@@ -178,7 +179,7 @@ def test_11858_fails_the_job_and_says_to_create_the_rsa_key_pair(
     assert row["retryable"]
 
 
-def test_99403_fails_the_whole_job_with_enos_message(ctx: SendContext) -> None:
+def test_99403_fails_the_whole_job_with_enos_message(ctx: WorkerContext) -> None:
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")], org_id="o-forbidden")
     assert drive(ctx, started) == "failed"
     row = rows(ctx.db, started.job_id)[1]
@@ -187,7 +188,7 @@ def test_99403_fails_the_whole_job_with_enos_message(ctx: SendContext) -> None:
 
 
 def test_a_5xx_puts_the_chunk_back_and_the_next_attempt_creates(
-    ctx: SendContext, sim_app, sim_store: Store
+    ctx: WorkerContext, sim_app, sim_store: Store
 ) -> None:
     sim_app.state.api.faults = FaultProfile(http503=1.0)
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")])
@@ -206,7 +207,7 @@ def test_a_5xx_puts_the_chunk_back_and_the_next_attempt_creates(
 
 @pytest.mark.parametrize("fault", ["reset_after_commit", "timeout_after_commit"])
 def test_a_lost_answer_is_reconciled_and_nothing_is_created_twice(
-    ctx: SendContext, sim_app, sim_store: Store, fault: str
+    ctx: WorkerContext, sim_app, sim_store: Store, fault: str
 ) -> None:
     sim_app.state.api.faults = FaultProfile.parse(f"{fault}=1")
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 4)])
@@ -224,7 +225,7 @@ def test_a_lost_answer_is_reconciled_and_nothing_is_created_twice(
 
 
 def test_a_lost_answer_for_a_platform_key_row_is_sent_to_review(
-    ctx: SendContext, sim_app, sim_store: Store
+    ctx: WorkerContext, sim_app, sim_store: Store
 ) -> None:
     sim_app.state.api.faults = FaultProfile(reset_after_commit=1.0)
     started = start_job(ctx.db, ctx.settings, [device(None)], key_mode="platform")
@@ -243,7 +244,7 @@ def test_rows_fail_after_the_attempt_bound_and_retry_sends_them_again(
     from worker.importer import jobs
 
     settings = fast_settings(max_attempts=3)
-    ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+    ctx = WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
     sim_app.state.api.faults = FaultProfile(http500=1.0)
     started = start_job(db, settings, [device("meter-0001"), device("meter-0002")])
 
@@ -261,7 +262,7 @@ def test_rows_fail_after_the_attempt_bound_and_retry_sends_them_again(
 
 
 def test_require_secret_stores_the_ciphertext_as_received(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")], require_secret=True)
     assert drive(ctx, started) == "completed"
@@ -274,7 +275,7 @@ def test_require_secret_stores_the_ciphertext_as_received(
     assert Opener(private).open(row["device_secret"], row["session_key"]) == stored
 
 
-def test_a_duplicate_delivery_finds_nothing_to_claim(ctx: SendContext, sim_store: Store) -> None:
+def test_a_duplicate_delivery_finds_nothing_to_claim(ctx: WorkerContext, sim_store: Store) -> None:
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")])
     first = send_chunk(ctx, started.publish[0])
     second = send_chunk(ctx, started.publish[0])
@@ -283,7 +284,7 @@ def test_a_duplicate_delivery_finds_nothing_to_claim(ctx: SendContext, sim_store
 
 
 def test_a_stale_attempt_cannot_write_after_its_lease_was_taken_over(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     started = start_job(ctx.db, ctx.settings, [device("meter-0001")])
     chunk_id = started.publish[0]
@@ -329,7 +330,7 @@ def test_a_chunk_in_flight_when_its_job_fails_looks_its_rows_up_before_they_fail
 
     sim_app.state.api.faults = FaultProfile(http503=1.0)
     started = start_job(db, settings, [device(f"meter-{n:04d}") for n in range(1, 3)])
-    ctx = SendContext(db, client, settings, _FailsTheJobMidCall(db, started.job_id), "w:1")
+    ctx = WorkerContext(db, client, settings, _FailsTheJobMidCall(db, started.job_id), "w:1")
 
     # The job failed while the call was out; a 5xx after sending may come after EnOS did the
     # work, so the rows stay pending and the job open until they have been looked up.
@@ -350,7 +351,7 @@ def test_a_chunk_in_flight_when_its_job_fails_looks_its_rows_up_before_they_fail
 
 
 def test_a_whole_request_99400_caused_by_one_device_does_not_cap_the_org(
-    ctx: SendContext, sim_store: Store, sim_app, db: Database
+    ctx: WorkerContext, sim_store: Store, sim_app, db: Database
 ) -> None:
     # Earlier chunks of 4 passed; then one refusal of a pair (as for one bad device).
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 5)])

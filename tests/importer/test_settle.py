@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
+from worker.context import WorkerContext
 from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS
 from worker.db.session import Database
@@ -25,7 +26,7 @@ from worker.enos.client import EnosClient
 from worker.enos.models import CreateOption, Device
 from worker.importer import chunks, jobs, outcome, send
 from worker.importer.budget import LocalBudget
-from worker.importer.send import SendContext, send_chunk
+from worker.importer.send import send_chunk
 from worker.importer.submit import IntakeResult
 from worker.settings import Settings
 from worker.simulator.api import SimConfig
@@ -41,8 +42,8 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[SendContext]:
-    yield SendContext(db, client, settings, LocalBudget(4), owner="test-host:1")
+def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[WorkerContext]:
+    yield WorkerContext(db, client, settings, LocalBudget(4), owner="test-host:1")
 
 
 def meters(first: int, last: int) -> list[CreateOption]:
@@ -67,7 +68,7 @@ def due_now(db: Database, chunk_id: int) -> None:
         session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(next_attempt_at=0))
 
 
-def claim_and_call(ctx: SendContext, chunk_id: int) -> tuple[send.Start, outcome.Plan]:
+def claim_and_call(ctx: WorkerContext, chunk_id: int) -> tuple[send.Start, outcome.Plan]:
     """A worker's claim and call, stopped before it writes the answer (still in flight)."""
     with ctx.db.begin() as session:
         start = send._start(session, ctx.settings, chunk_id, "other-host:9")
@@ -76,7 +77,7 @@ def claim_and_call(ctx: SendContext, chunk_id: int) -> tuple[send.Start, outcome
 
 
 def test_11739_while_a_chunk_of_the_product_is_in_flight_leaves_its_rows_alone(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     sim_store.limits.product_cap = 6
     started = start_job(ctx.db, ctx.settings, meters(1, 8))
@@ -128,7 +129,7 @@ def test_11739_on_a_resend_after_a_lost_answer_is_looked_up_before_it_fails(
     with _LaggingClient(
         "http://enos.test", DEMO_APP_KEY, DEMO_APP_SECRET, transport=sim_transport
     ) as client:
-        ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+        ctx = WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
         started = start_job(db, settings, meters(1, 4))
         api.faults = FaultProfile(timeout_after_commit=1.0)
         assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
@@ -144,7 +145,7 @@ def test_11739_on_a_resend_after_a_lost_answer_is_looked_up_before_it_fails(
 
 
 def test_a_killed_workers_chunk_during_product_full_is_looked_up_not_failed(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     sim_store.limits.product_cap = 6
     started = start_job(ctx.db, ctx.settings, meters(1, 8))
@@ -162,7 +163,7 @@ def test_a_killed_workers_chunk_during_product_full_is_looked_up_not_failed(
 
 
 def test_rows_of_a_full_product_that_were_sent_before_are_looked_up(
-    ctx: SendContext, sim_app, sim_store: Store
+    ctx: WorkerContext, sim_app, sim_store: Store
 ) -> None:
     # Chunk 1 gets a 5xx (its rows now "may exist"); chunk 2 then fills the product, and chunk
     # 1's resend is refused as full: its rows are looked up before they fail.
@@ -187,7 +188,7 @@ def test_rows_of_a_full_product_that_were_sent_before_are_looked_up(
 
 
 def test_cancel_leaves_a_chunk_whose_answer_was_lost_to_look_its_rows_up(
-    ctx: SendContext, sim_app, sim_store: Store
+    ctx: WorkerContext, sim_app, sim_store: Store
 ) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 8))
     first = started.publish[0]
@@ -210,7 +211,7 @@ def test_cancel_leaves_a_chunk_whose_answer_was_lost_to_look_its_rows_up(
 
 
 def test_a_failing_job_waits_for_its_lost_answers_to_be_looked_up(
-    ctx: SendContext, sim_app, sim_store: Store
+    ctx: WorkerContext, sim_app, sim_store: Store
 ) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 8))
     sim_app.state.api.faults = FaultProfile(reset_after_commit=1.0)
@@ -235,7 +236,7 @@ def test_giving_up_after_a_lost_answer_looks_the_rows_up_first(
     db: Database, client: EnosClient, sim_app, sim_store: Store, fault: str, expected: str
 ) -> None:
     settings = fast_settings(batch_size=4, max_attempts=1)
-    ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+    ctx = WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
     started = start_job(db, settings, meters(1, 2))
     sim_app.state.api.faults = FaultProfile.from_mapping({fault: 1.0})
     assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
@@ -251,7 +252,7 @@ def test_giving_up_after_a_lost_answer_looks_the_rows_up_first(
 
 
 def test_a_chunk_taken_over_while_it_waited_for_its_call_is_not_sent(
-    ctx: SendContext, sim_app
+    ctx: WorkerContext, sim_app
 ) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 2))
     chunk_id = started.publish[0]
@@ -269,7 +270,7 @@ def test_a_chunk_taken_over_while_it_waited_for_its_call_is_not_sent(
         assert outcome.write_outcome(session, ctx.settings, start, plan) is None
 
 
-def test_the_lease_is_renewed_right_before_the_call(ctx: SendContext) -> None:
+def test_the_lease_is_renewed_right_before_the_call(ctx: WorkerContext) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 2))
     chunk_id = started.publish[0]
     with ctx.db.begin() as session:
@@ -288,7 +289,7 @@ def test_the_lease_is_renewed_right_before_the_call(ctx: SendContext) -> None:
 
 
 def test_a_database_error_in_the_commit_gives_the_chunk_back(
-    ctx: SendContext, sim_store: Store, monkeypatch: pytest.MonkeyPatch
+    ctx: WorkerContext, sim_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started = start_job(ctx.db, ctx.settings, meters(1, 2))
     real = outcome.update_outcomes  # type: ignore[attr-defined]
@@ -334,7 +335,7 @@ def test_chunks_that_split_at_once_never_collide(
     client = _SplitTogether(sim_server, DEMO_APP_KEY, DEMO_APP_SECRET)
     with client:
         client.barrier = threading.Barrier(6)
-        ctx = SendContext(pg_db, client, settings, LocalBudget(6), owner="test-host:1")
+        ctx = WorkerContext(pg_db, client, settings, LocalBudget(6), owner="test-host:1")
         started = start_job(pg_db, settings, meters(1, 48))
         assert len(started.publish) == 6
         with ThreadPoolExecutor(6) as pool:
@@ -379,7 +380,7 @@ def test_a_failed_look_up_is_not_taken_for_an_answer_to_the_call(
     with _SearchDownOnce(
         "http://enos.test", DEMO_APP_KEY, DEMO_APP_SECRET, transport=sim_transport
     ) as client:
-        ctx = SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+        ctx = WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
         started = start_job(db, settings, meters(1, 3))
         api.faults = FaultProfile(reset_after_commit=1.0)
         assert send_chunk(ctx, started.publish[0]).chunk_state == "pending"
@@ -397,7 +398,7 @@ def test_a_failed_look_up_is_not_taken_for_an_answer_to_the_call(
 
 
 def test_rows_of_a_full_product_never_sent_can_be_retried(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     sim_store.limits.product_cap = 2
     started = start_job(ctx.db, ctx.settings, meters(1, 8))

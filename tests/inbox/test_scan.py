@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.importer.support import drive, fast_settings
+from worker.context import WorkerContext
 from worker.db.models import INBOX_FILES, JOBS, SIGHTINGS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.importer.budget import LocalBudget
-from worker.importer.send import SendContext
 from worker.inbox.filing import file_job
 from worker.inbox.ingest import ingest_file
 from worker.inbox.scan import scan
@@ -45,7 +45,7 @@ class Runner:
     """Scans, then runs every intake it queued and sends every chunk, then files the ends."""
 
     def __init__(self, db: Database, client: EnosClient, settings: Settings) -> None:
-        self.ctx = SendContext(db, client, settings, LocalBudget(2), owner="test:1")
+        self.ctx = WorkerContext(db, client, settings, LocalBudget(2), owner="test:1")
         self.started: list[str] = []
 
     def scan(self) -> Any:
@@ -205,7 +205,7 @@ def test_a_file_not_readable_now_stays_and_is_taken_by_a_later_scan(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from worker.inbox import scan as scan_module
-    from worker.intake.opening import SourcePermissionError, open_regular
+    from worker.readers.opening import SourcePermissionError, open_regular
 
     def denied(path: Path, max_bytes: int | None = None) -> Any:
         raise SourcePermissionError(f"{path}: permission denied")

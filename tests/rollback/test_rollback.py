@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
+from worker.context import WorkerContext
 from worker.db.models import CHUNKS, FINAL_JOB_STATES, ITEMS, JOBS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.importer import chunks, jobs
 from worker.importer.budget import LocalBudget
-from worker.importer.send import SendContext
 from worker.importer.sweeper import sweep
 from worker.rollback import plan as rollback
 from worker.rollback.delete import delete_chunk, rollback_chunk
@@ -31,11 +31,11 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[SendContext]:
-    yield SendContext(db, client, settings, LocalBudget(2), owner="test-host:1")
+def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[WorkerContext]:
+    yield WorkerContext(db, client, settings, LocalBudget(2), owner="test-host:1")
 
 
-def run_rollback(ctx: SendContext, job_id: str, chunk_size: int = 4) -> str:
+def run_rollback(ctx: WorkerContext, job_id: str, chunk_size: int = 4) -> str:
     with ctx.db.begin() as session:
         new_id = rollback.create(session, rollback.plan(session, job_id), chunk_size)
     deadline = time.monotonic() + 30
@@ -59,7 +59,7 @@ def keys(store: Store) -> set[str]:
 
 
 def test_rollback_deletes_what_the_job_created_and_nothing_else(
-    ctx: SendContext, sim_store: Store, client: EnosClient
+    ctx: WorkerContext, sim_store: Store, client: EnosClient
 ) -> None:
     before = start_job(ctx.db, ctx.settings, [device(f"other-{n}") for n in range(3)])
     assert drive(ctx, before) == "completed"
@@ -91,7 +91,7 @@ def test_rollback_deletes_what_the_job_created_and_nothing_else(
 
 
 def test_a_device_gone_already_is_not_found_and_a_chunk_done_twice_deletes_once(
-    ctx: SendContext, sim_store: Store, client: EnosClient
+    ctx: WorkerContext, sim_store: Store, client: EnosClient
 ) -> None:
     started = start_job(ctx.db, ctx.settings, [device(f"gone-{n}") for n in range(6)])
     assert drive(ctx, started) == "completed"
@@ -117,7 +117,7 @@ def test_a_device_gone_already_is_not_found_and_a_chunk_done_twice_deletes_once(
 
 
 def test_a_rollback_is_refused_while_the_job_or_another_rollback_runs(
-    ctx: SendContext, sim_store: Store
+    ctx: WorkerContext, sim_store: Store
 ) -> None:
     started = start_job(ctx.db, ctx.settings, [device("busy-1")])
     with ctx.db.read() as session, pytest.raises(rollback.RollbackRefused, match="is running"):
@@ -129,7 +129,7 @@ def test_a_rollback_is_refused_while_the_job_or_another_rollback_runs(
         rollback.plan(session, started.job_id)
 
 
-def test_a_device_another_job_adopted_is_kept(ctx: SendContext, sim_store: Store) -> None:
+def test_a_device_another_job_adopted_is_kept(ctx: WorkerContext, sim_store: Store) -> None:
     first = start_job(ctx.db, ctx.settings, [device("shared-1"), device("own-1")])
     assert drive(ctx, first) == "completed"
     second = start_job(ctx.db, ctx.settings, [device("shared-1")])
@@ -146,7 +146,9 @@ def test_a_device_another_job_adopted_is_kept(ctx: SendContext, sim_store: Store
     assert keys(sim_store) == {"shared-1"}
 
 
-def test_a_rollback_row_that_failed_is_deleted_by_retry(ctx: SendContext, sim_store: Store) -> None:
+def test_a_rollback_row_that_failed_is_deleted_by_retry(
+    ctx: WorkerContext, sim_store: Store
+) -> None:
     started = start_job(ctx.db, ctx.settings, [device(f"again-{n}") for n in range(5)])
     assert drive(ctx, started) == "completed"
     moved = next(d for d in sim_store.assets.values() if d.device_key == "again-2")

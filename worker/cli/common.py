@@ -19,8 +19,8 @@ from worker.cli import verbosity
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database, database_url
 from worker.importer import jobs
-from worker.intake.sources import FORMATS, SUFFIX_FORMATS, Source, SourceError, open_source
 from worker.logs import configure
+from worker.readers.sources import FORMATS, SUFFIX_FORMATS, Source, SourceError, open_source
 from worker.settings import Settings, SettingsError, load_settings
 
 EXIT_OK = 0

@@ -18,7 +18,7 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
-from worker.enos import answers, errors
+from worker.enos import errors, responses
 from worker.enos.models import (
     BatchResult,
     CreateOption,
@@ -106,14 +106,14 @@ class EnosClient:
                 f"batchCreate answered {got} results for {len(devices)} devices; "
                 "they cannot be matched to the request"
             )
-        items = [answers.item_result(entry) for entry in data]
+        items = [responses.item_result(entry) for entry in data]
         return BatchResult(
             code=int(answer.get("code", 0)),
             message=str(answer.get("msg", "")),
-            request_id=answers.opt_str(answer.get("requestId")),
+            request_id=responses.opt_str(answer.get("requestId")),
             items=items,
-            success_size=answers.opt_int(answer.get("successSize")),
-            total_size=answers.opt_int(answer.get("totalSize")),
+            success_size=responses.opt_int(answer.get("successSize")),
+            total_size=responses.opt_int(answer.get("totalSize")),
         )
 
     def get_device(
@@ -134,7 +134,7 @@ class EnosClient:
         try:
             answer = self._call("GET", DEVICES_PATH, params, None)
         except errors.PermanentError as exc:
-            if exc.code in answers.NOT_FOUND_CODES:
+            if exc.code in responses.NOT_FOUND_CODES:
                 return None
             raise
         data = answer.get("data")
@@ -155,7 +155,7 @@ class EnosClient:
             for entry in data:
                 if isinstance(entry, dict):
                     yield Device.from_json(entry)
-            total = answers.opt_int((answer.get("pagination") or {}).get("totalSize"))
+            total = responses.opt_int((answer.get("pagination") or {}).get("totalSize"))
             if len(data) < SEARCH_PAGE_MAX or (
                 total is not None and page_no * SEARCH_PAGE_MAX >= total
             ):
@@ -181,7 +181,7 @@ class EnosClient:
             "pagination": {"pageNo": 1, "pageSize": 1},
         }
         answer = self._call("POST", DEVICES_PATH, {"action": "search", "orgId": org_id}, body)
-        total = answers.opt_int((answer.get("pagination") or {}).get("totalSize"))
+        total = responses.opt_int((answer.get("pagination") or {}).get("totalSize"))
         if total is None:
             raise errors.TransientError("search answered without pagination.totalSize")
         return total
@@ -200,7 +200,7 @@ class EnosClient:
         try:
             self._call("POST", "/connect-service/v2.1/devices", params, None)
         except errors.PermanentError as exc:
-            if exc.code in answers.NOT_FOUND_CODES:
+            if exc.code in responses.NOT_FOUND_CODES:
                 return False
             raise
         return True
@@ -211,7 +211,7 @@ class EnosClient:
         try:
             answer = self._call("GET", PRODUCTS_PATH, params, None)
         except errors.PermanentError as exc:
-            if exc.code in answers.NOT_FOUND_CODES:
+            if exc.code in responses.NOT_FOUND_CODES:
                 return None
             raise
         data = answer.get("data")
@@ -240,7 +240,7 @@ class EnosClient:
                     "Content-Type": "application/json;charset=UTF-8",
                 }
                 response = self._send(method, path, params, content, headers)
-                return answers.interpret(response)
+                return responses.interpret(response)
             except errors.AuthError:
                 if attempt:
                     raise
@@ -330,8 +330,8 @@ class EnosClient:
             raise errors.AuthError(
                 "the token service refused the credentials", http_status=response.status_code
             )
-        answers.raise_for_gateway_status(response)
-        answer = answers.json_object(response)
+        responses.raise_for_gateway_status(response)
+        answer = responses.json_object(response)
         status = answer.get("status", answer.get("stauts", answer.get("code")))
         data = answer.get("data")
         if status == 1005:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from worker.intake.excerpt import EXCERPT_CHARS, excerpt
+from worker.readers.excerpt import EXCERPT_CHARS, excerpt
 
 DEVICE_KEY_RE = re.compile(r"[A-Za-z0-9._-]{4,64}")
 UTC_OFFSET_RE = re.compile(r"[+-](?:0\d|1[0-4]):[0-5]\d")

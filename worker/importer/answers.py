@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 
 from worker.db.models import ItemStatus, KeySource
-from worker.enos.answers import no_public_key_message
 from worker.enos.client import EnosClient
 from worker.enos.models import (
     DEVICE_KEY_EXISTED,
@@ -27,6 +26,7 @@ from worker.enos.models import (
     Device,
     ItemKind,
 )
+from worker.enos.responses import no_public_key_message
 from worker.importer.chunks import PendingItem
 from worker.importer.settle import NO_KEY_MESSAGE
 

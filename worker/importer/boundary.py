@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.intake.excerpt import excerpt
-from worker.intake.sources import FORMATS
+from worker.readers.excerpt import excerpt
+from worker.readers.sources import FORMATS
 from worker.settings import Settings
 
 # The options a message may carry, and the type each must have.

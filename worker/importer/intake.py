@@ -20,7 +20,7 @@ from worker.db.bulk import insert_items
 from worker.db.models import CHUNKS, ITEMS, ChunkStatus, ItemStatus, KeySource
 from worker.enos.validation import check_create_option
 from worker.importer.keys import derive_device_key
-from worker.intake.sources import Source, SourceRow
+from worker.readers.sources import Source, SourceRow
 
 INSERT_BATCH = 5_000
 # The widths of the items' product_key and device_key columns.

@@ -19,14 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from worker.context import WorkerContext
 from worker.db.models import FULL_PRODUCTS, JOBS, ChunkStatus, KeySource, OrgBatchLimit
-from worker.db.session import Database
 from worker.enos import errors
-from worker.enos.client import EnosClient
 from worker.importer import chunks, jobs
 from worker.importer.answers import Answers
 from worker.importer.backoff import retry_delay
-from worker.importer.budget import RateBudget
 from worker.importer.chunks import Claim, PendingItem
 from worker.importer.outcome import Plan, write_outcome
 from worker.importer.settle import Stop, may_exist, stop_for
@@ -34,17 +32,6 @@ from worker.logs import get_logger
 from worker.settings import Settings
 
 log = get_logger(__name__)
-
-
-@dataclass
-class SendContext:
-    """What a worker process holds for sending: one of each, created once per process."""
-
-    db: Database
-    client: EnosClient
-    settings: Settings
-    budget: RateBudget
-    owner: str
 
 
 @dataclass
@@ -73,7 +60,7 @@ class Start:
     largest_ok: int
 
 
-def send_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
+def send_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
     with ctx.db.begin() as session:
         start = _start(session, ctx.settings, chunk_id, ctx.owner)
     if start is None:
@@ -141,7 +128,7 @@ def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> S
     )
 
 
-def attempt(ctx: SendContext, start: Start) -> Plan:
+def attempt(ctx: WorkerContext, start: Start) -> Plan:
     """One attempt at EnOS: look-ups first, then (unless the chunk only settles) the call."""
     claim, items = start.claim, start.items
     plan = Plan(
@@ -174,7 +161,7 @@ def attempt(ctx: SendContext, start: Start) -> Plan:
     return plan
 
 
-def _look_up_first(ctx: SendContext, start: Start, answers: Answers) -> None:
+def _look_up_first(ctx: WorkerContext, start: Start, answers: Answers) -> None:
     """After a lost answer every row is looked up; otherwise only the rows that will not be sent
     (the chunk only settles, or their product is full) and that an earlier call may have made."""
     if start.claim.needs_reconcile:
@@ -190,7 +177,7 @@ def _look_up_first(ctx: SendContext, start: Start, answers: Answers) -> None:
     answers.look_up(ctx.client, start.org_id, unsent)
 
 
-def _call(ctx: SendContext, start: Start, todo: list[PendingItem], plan: Plan) -> None:
+def _call(ctx: WorkerContext, start: Start, todo: list[PendingItem], plan: Plan) -> None:
     answers = plan.answers
     with ctx.budget.slot(start.org_id):
         # The lease is renewed right before the call, so the call (connect + read timeout, less
@@ -204,7 +191,7 @@ def _call(ctx: SendContext, start: Start, todo: list[PendingItem], plan: Plan) -
         called = time.perf_counter()
         result = ctx.client.batch_create(
             start.org_id,
-            [orjson.Fragment(item.payload) for item in todo],  # type: ignore[misc]
+            [orjson.Fragment(item.payload) for item in todo],  # type: ignore[misc,unused-ignore]
             require_secret=bool(start.options.get("require_secret")),
         )
         plan.call_s = time.perf_counter() - called
@@ -221,7 +208,7 @@ def _call(ctx: SendContext, start: Start, todo: list[PendingItem], plan: Plan) -
     answers.resolve_existing(ctx.client, start.org_id, exists)
 
 
-def _read_error(ctx: SendContext, start: Start, plan: Plan, exc: errors.EnosError) -> None:
+def _read_error(ctx: WorkerContext, start: Start, plan: Plan, exc: errors.EnosError) -> None:
     """Maps an error of the look-ups or of the call to the plan (one place for the answer
     table's whole-request rows)."""
     settings, claim, answers = ctx.settings, start.claim, plan.answers
@@ -266,7 +253,7 @@ def _read_error(ctx: SendContext, start: Start, plan: Plan, exc: errors.EnosErro
         plan.error = answers.job_error = f"EnOS refused the import: {exc}"
 
 
-def _release(ctx: SendContext, start: Start, plan: Plan) -> None:
+def _release(ctx: WorkerContext, start: Start, plan: Plan) -> None:
     """The outcome could not be written: give the chunk back at once rather than leave it
     leased to an attempt that has ended (best effort; the lease runs out otherwise)."""
     maybe_sent = bool(plan.answers.sent)

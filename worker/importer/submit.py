@@ -10,8 +10,8 @@ from typing import Any
 from worker.db.session import Database
 from worker.importer import chunks, jobs
 from worker.importer.intake import IntakeSummary, ingest
-from worker.intake.sources import Source, SourceError
 from worker.logs import get_logger
+from worker.readers.sources import Source, SourceError
 from worker.settings import Settings
 
 log = get_logger(__name__)

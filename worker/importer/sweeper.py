@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
@@ -70,43 +70,9 @@ def sweep(
             )
         ).all()
     for job_id in active:
-        with db.begin() as session:
-            state = jobs.finish_if_done(session, job_id)
-            ids = (
-                []
-                if state
-                else chunks.publish_due(
-                    session, job_id, settings.publish_window, settings.republish_after_s
-                )
-            )
-        if state:
-            report.finished[job_id] = state
-            log.info("job.finished", job_id=job_id, status=state)
-        if ids:
-            publish_chunks(ids)
-            report.published.extend(ids)
-    for job_id, source, org_id, options, expired_for, attempts, last_error in stale:
-        options = dict(options or {})
-        if attempts >= settings.max_intake_attempts:
-            # Bounded: an intake that keeps stopping (a file that vanished, a worker killed by
-            # the input) fails with what is known instead of being sent again forever.
-            with db.begin() as session:
-                if jobs.fail_job(session, job_id, _gave_up(attempts, last_error)):
-                    report.intakes_failed.append(job_id)
-            continue
-        if options.get("intake") in ("task", "inbox") and restart_intake is not None:
-            if restart_intake(job_id, source, org_id, options):
-                report.intakes_restarted.append(job_id)
-                continue
-            # Inline devices live only in their message, which comes back by itself (the
-            # submit task retries after a lease); past that, the message is gone.
-            if expired_for < 6 * settings.lease_s:
-                continue
-        with db.begin() as session:
-            if jobs.fail_job(
-                session, job_id, "the intake of the file stopped before it ended; submit again"
-            ):
-                report.intakes_failed.append(job_id)
+        _advance(db, settings, job_id, publish_chunks, report)
+    for row in stale:
+        _recover_intake(db, settings, row, restart_intake, report)
     report.events_published = events.publish_pending(db)
     if report.published or report.finished:
         log.info(
@@ -122,6 +88,63 @@ def _gave_up(attempts: int, last_error: str | None) -> str:
         f"the intake was started {attempts} times and never ended (ENOS_IMPORT_MAX_INTAKE_ATTEMPTS)"
     )
     return f"{message}; last error: {last_error}" if last_error else message
+
+
+def _advance(
+    db: Database,
+    settings: Settings,
+    job_id: str,
+    publish_chunks: Callable[[list[int]], None],
+    report: SweepReport,
+) -> None:
+    """Finishes the job if no chunk is open, else publishes its due chunks."""
+    with db.begin() as session:
+        state = jobs.finish_if_done(session, job_id)
+        ids = (
+            []
+            if state
+            else chunks.publish_due(
+                session, job_id, settings.publish_window, settings.republish_after_s
+            )
+        )
+    if state:
+        report.finished[job_id] = state
+        log.info("job.finished", job_id=job_id, status=state)
+    if ids:
+        publish_chunks(ids)
+        report.published.extend(ids)
+
+
+def _recover_intake(
+    db: Database,
+    settings: Settings,
+    row: Any,
+    restart_intake: Callable[[str, str, str, dict[str, object]], bool] | None,
+    report: SweepReport,
+) -> None:
+    """An intake whose lease ran out: started again where it can be, else failed."""
+    job_id, source, org_id, options, expired_for, attempts, last_error = row
+    options = dict(options or {})
+    if attempts >= settings.max_intake_attempts:
+        # Bounded: an intake that keeps stopping (a file that vanished, a worker killed by
+        # the input) fails with what is known instead of being sent again forever.
+        with db.begin() as session:
+            if jobs.fail_job(session, job_id, _gave_up(attempts, last_error)):
+                report.intakes_failed.append(job_id)
+        return
+    if options.get("intake") in ("task", "inbox") and restart_intake is not None:
+        if restart_intake(job_id, source, org_id, options):
+            report.intakes_restarted.append(job_id)
+            return
+        # Inline devices live only in their message, which comes back by itself (the submit
+        # task retries after a lease); past that, the message is gone.
+        if expired_for < 6 * settings.lease_s:
+            return
+    with db.begin() as session:
+        if jobs.fail_job(
+            session, job_id, "the intake of the file stopped before it ended; submit again"
+        ):
+            report.intakes_failed.append(job_id)
 
 
 def record_beat(session: Session, name: str = BEAT) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from worker.db.models import JobStatus
-from worker.intake.sources import SUFFIX_FORMATS
+from worker.readers.sources import SUFFIX_FORMATS
 
 DONE, ERRORS, FAILED = "done", "errors", "failed"
 OUTCOME_FOLDERS = {

@@ -10,8 +10,8 @@ from worker.db.session import Database
 from worker.importer import jobs
 from worker.importer.submit import IntakeResult, run_intake
 from worker.inbox.filing import inbox_root
-from worker.intake.sources import SourceError, open_source
 from worker.logs import get_logger
+from worker.readers.sources import SourceError, open_source
 from worker.settings import Settings
 
 log = get_logger(__name__)

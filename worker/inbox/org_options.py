@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from worker.importer import boundary
-from worker.intake.base import SourceError
-from worker.intake.opening import open_regular
+from worker.readers.base import SourceError
+from worker.readers.opening import open_regular
 
 OPTIONS_FILE = ".enos-import.json"
 MAX_BYTES = 64 * 1024

@@ -30,9 +30,9 @@ from worker.importer.submit import job_options
 from worker.inbox import filing, folders
 from worker.inbox.filing import CLAIMED, DUPLICATE, IN_PROGRESS, REFUSED, inbox_root
 from worker.inbox.org_options import OrgOptionsError, read_org_options
-from worker.intake.base import SourceError
-from worker.intake.opening import SourcePermissionError, open_regular
 from worker.logs import get_logger
+from worker.readers.base import SourceError
+from worker.readers.opening import SourcePermissionError, open_regular
 from worker.settings import Settings
 
 log = get_logger(__name__)

@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
-from worker.celery_app import QUEUE, app
+from worker.celery_app import QUEUE, app, task
 from worker.inbox.filing import file_job
 from worker.inbox.ingest import ingest_file
 from worker.inbox.scan import ScanReport, scan
@@ -15,7 +13,6 @@ from worker.runtime import send_context
 from worker.tasks import publish_chunks
 
 log = get_logger(__name__)
-_DB_DOWN = (OperationalError, InterfaceError)
 
 
 def start_intake(job_id: str) -> None:
@@ -32,7 +29,7 @@ def run_scan() -> ScanReport:
     return scan(ctx.db, ctx.settings, start_intake)
 
 
-@app.task(name="enos_import.scan_inbox", autoretry_for=_DB_DOWN, max_retries=3)
+@task("enos_import.scan_inbox", max_retries=3)
 def scan_inbox(follow_up: bool = False) -> None:
     """One scan. Files still settling are looked at again after ``INBOX_SETTLE_S`` by one
     follow-up scan, so a nightly schedule does not wait a night for the second look."""
@@ -44,7 +41,7 @@ def scan_inbox(follow_up: bool = False) -> None:
         )
 
 
-@app.task(name="enos_import.ingest_inbox_file", autoretry_for=_DB_DOWN, max_retries=20)
+@task("enos_import.ingest_inbox_file")
 def ingest_inbox_file(job_id: str) -> None:
     ctx = send_context()
     result = ingest_file(ctx.db, ctx.settings, job_id)
@@ -52,7 +49,7 @@ def ingest_inbox_file(job_id: str) -> None:
         publish_chunks(result.publish)
 
 
-@app.task(name="enos_import.inbox_job_done", autoretry_for=_DB_DOWN, max_retries=20)
+@task("enos_import.inbox_job_done")
 def inbox_job_done(job_id: str) -> None:
     """The completion event of an inbox job: its file and results are put away."""
     ctx = send_context()

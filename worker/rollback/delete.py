@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from worker.context import WorkerContext
 from worker.db.bulk import update_outcomes
 from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
@@ -26,7 +27,7 @@ from worker.enos.models import Device
 from worker.importer import chunks, jobs
 from worker.importer.backoff import retry_delay
 from worker.importer.chunks import Claim, PendingItem
-from worker.importer.send import SendContext, SendReport
+from worker.importer.send import SendReport
 from worker.logs import get_logger
 from worker.rollback.plan import SOURCE_PREFIX
 
@@ -60,7 +61,7 @@ def rollback_chunk(db: Database, chunk_id: int) -> bool:
     return source is not None and source.startswith(SOURCE_PREFIX)
 
 
-def delete_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
+def delete_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
     with ctx.db.begin() as session:
         claim = chunks.claim(session, chunk_id, ctx.owner, ctx.settings.lease_s)
         if claim is None:
@@ -91,7 +92,7 @@ def delete_chunk(ctx: SendContext, chunk_id: int) -> SendReport:
 
 
 def _delete_all(
-    ctx: SendContext, claim: Claim, org_id: str, items: list[PendingItem], attempt: _Attempt
+    ctx: WorkerContext, claim: Claim, org_id: str, items: list[PendingItem], attempt: _Attempt
 ) -> None:
     """One search for the chunk's devices, then one Delete Device per device still ours. A
     transient failure leaves its device for the next attempt and the others go on; throttling
@@ -129,7 +130,7 @@ class _TakenOver(Exception):
     """Another attempt holds the chunk now: this one makes no more calls."""
 
 
-def _renew(ctx: SendContext, claim: Claim) -> None:
+def _renew(ctx: WorkerContext, claim: Claim) -> None:
     """The lease is renewed right before each call, as for a batchCreate, so that a call always
     ends inside the lease however long the chunk's calls take together."""
     with ctx.db.begin() as session:
@@ -138,7 +139,7 @@ def _renew(ctx: SendContext, claim: Claim) -> None:
 
 
 def _delete_one(
-    ctx: SendContext, claim: Claim, org_id: str, item: PendingItem, found: dict[str, Device]
+    ctx: WorkerContext, claim: Claim, org_id: str, item: PendingItem, found: dict[str, Device]
 ) -> _Result:
     asset_id = _asset_id(item)
     device = found.get(item.device_key or "")
@@ -161,7 +162,7 @@ def _delete_one(
 
 
 def _commit(
-    session: Session, ctx: SendContext, claim: Claim, items: list[PendingItem], attempt: _Attempt
+    session: Session, ctx: WorkerContext, claim: Claim, items: list[PendingItem], attempt: _Attempt
 ) -> str | None:
     if not chunks.fenced(session, claim, lease_owner=CHUNKS.c.lease_owner):
         return None

@@ -189,55 +189,56 @@ class ConnectApi:
             )
         return owner.sealer
 
+    def _check(
+        self,
+        org: Org,
+        option: Any,
+        per_product: Counter[str],
+        taken: set[str],
+        created: int,
+    ) -> tuple[dict[str, Any] | None, str]:
+        """One CreateOption against EnOS's rules, in EnOS's order: the item's refusal (or
+        ``None``) and its deviceKey (generated when the option has none)."""
+        limits = self.store.limits
+        problems = check_create_option(option)
+        if problems:
+            first = problems[0]
+            return self._fail(99400, f"Invalid Argument {first.field}: {first.message}", option), ""
+        product_key = option["productKey"]
+        if product_key not in org.products:
+            return self._fail(11611, f"Product not found: {product_key}", option), ""
+        device_key = option.get("deviceKey")
+        room_left = org.per_product[product_key] + per_product[product_key] < limits.product_cap
+        if not room_left and self.config.check_order == "room-first":
+            return self._fail(11739, "Exceed max device size", option), ""
+        if device_key is None:
+            if self.faults.draw_item11714():
+                return self._fail(11714, "Generate deviceKey failed", option), ""
+            device_key = self.store.new_device_key(org)
+        elif device_key in org.by_key or device_key in taken:
+            return self._fail(11702, "DeviceKey existed", option), ""
+        if not room_left:
+            return self._fail(11739, "Exceed max device size", option), ""
+        if len(org.by_key) + created >= limits.ou_cap:
+            message = "Invalid arguments: exceed max device asset size of the organization"
+            return self._fail(99400, message, option), ""
+        return None, str(device_key)
+
     def _create_all(
         self, version: str, org: Org, devices: list[Any], sealer: Any
     ) -> tuple[list[dict[str, Any]], list[StoredDevice]]:
         store = self.store
-        limits = store.limits
-        faults = self.faults
         results: list[dict[str, Any]] = []
         created: list[StoredDevice] = []
         taken: set[str] = set()
         per_product: Counter[str] = Counter()
-        org_total = len(org.by_key)
         now = int(time.time() * 1000)
         for option in devices:
-            problems = check_create_option(option)
-            if problems:
-                first = problems[0]
-                results.append(
-                    self._fail(99400, f"Invalid Argument {first.field}: {first.message}", option)
-                )
+            refusal, device_key = self._check(org, option, per_product, taken, len(created))
+            if refusal is not None:
+                results.append(refusal)
                 continue
             product_key = option["productKey"]
-            if product_key not in org.products:
-                results.append(self._fail(11611, f"Product not found: {product_key}", option))
-                continue
-            device_key = option.get("deviceKey")
-            room_left = org.per_product[product_key] + per_product[product_key] < limits.product_cap
-            if not room_left and self.config.check_order == "room-first":
-                results.append(self._fail(11739, "Exceed max device size", option))
-                continue
-            if device_key is None:
-                if faults.draw_item11714():
-                    results.append(self._fail(11714, "Generate deviceKey failed", option))
-                    continue
-                device_key = store.new_device_key(org)
-            elif device_key in org.by_key or device_key in taken:
-                results.append(self._fail(11702, "DeviceKey existed", option))
-                continue
-            if not room_left:
-                results.append(self._fail(11739, "Exceed max device size", option))
-                continue
-            if org_total + len(created) >= limits.ou_cap:
-                results.append(
-                    self._fail(
-                        99400,
-                        "Invalid arguments: exceed max device asset size of the organization",
-                        option,
-                    )
-                )
-                continue
             device = StoredDevice(
                 org.org_id,
                 store.new_asset_id(),

@@ -12,7 +12,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.intake.bad_input import (
+from tests.readers.bad_input import (
     DAMAGE,
     OPTION,
     PROPERTY,
@@ -22,7 +22,7 @@ from tests.intake.bad_input import (
     splice,
     write,
 )
-from worker.intake.sources import IntakeLimits
+from worker.readers.sources import IntakeLimits
 
 
 # ------------------------------------------------------------------------------ property: CSV

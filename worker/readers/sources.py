@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from worker.intake.base import (
+from worker.readers.base import (
     BOM,
     FORMATS,
     LEADING_COLUMNS,
@@ -27,11 +27,11 @@ from worker.intake.base import (
     SourceError,
     SourceRow,
 )
-from worker.intake.csv_source import CsvSource
-from worker.intake.excerpt import excerpt
-from worker.intake.json_sources import JsonLinesSource, JsonSource, too_deep
-from worker.intake.opening import OpenedFile, open_regular
-from worker.intake.xlsx_source import XlsxSource
+from worker.readers.csv_source import CsvSource
+from worker.readers.excerpt import excerpt
+from worker.readers.json_sources import JsonLinesSource, JsonSource, too_deep
+from worker.readers.opening import OpenedFile, open_regular
+from worker.readers.xlsx_source import XlsxSource
 
 # An xlsx workbook is a zip file; every zip starts with a local file header.
 ZIP_MAGIC = b"PK\x03\x04"

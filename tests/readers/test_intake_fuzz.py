@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import text
 
 from tests.importer.support import fast_settings
-from tests.intake.bad_input import (
+from tests.readers.bad_input import (
     CSV_COLUMNS,
     EMPTY,
     GOOD,
@@ -30,7 +30,7 @@ from tests.intake.bad_input import (
 )
 from worker.db.session import Database
 from worker.importer.submit import create, job_options, run_intake
-from worker.intake.sources import IntakeLimits, open_source
+from worker.readers.sources import IntakeLimits, open_source
 
 # ----------------------------------------------------------------------------- the fuzz run
 FUZZ_FILES = 300

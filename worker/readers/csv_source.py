@@ -7,8 +7,8 @@ import csv
 from collections.abc import Iterator
 from typing import IO, Any
 
-from worker.intake.base import BOM, SourceError, SourceRow, _FileSource
-from worker.intake.columns import Column, HeaderError, option_from_cells, parse_header
+from worker.readers.base import BOM, SourceError, SourceRow, _FileSource
+from worker.readers.columns import Column, HeaderError, option_from_cells, parse_header
 
 
 class CsvSource(_FileSource):

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from worker.intake.base import SourceError
-from worker.intake.excerpt import excerpt
+from worker.readers.base import SourceError
+from worker.readers.excerpt import excerpt
 
 # O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever; the fstat check
 # refuses it right after. O_NOFOLLOW: a symlink at the last component fails with ELOOP.

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from worker.intake.columns import cells_from_option
-from worker.intake.excerpt import excerpt
+from worker.readers.columns import cells_from_option
+from worker.readers.excerpt import excerpt
 
 if TYPE_CHECKING:
-    from worker.intake.opening import OpenedFile
+    from worker.readers.opening import OpenedFile
 
 FORMATS = ("csv", "jsonl", "json", "xlsx")
 BOM = b"\xef\xbb\xbf"
@@ -109,7 +109,7 @@ class Source:
 
 
 class _FileSource(Source):
-    """A file read through one handle (see :mod:`worker.intake.opening`): hashed and read from
+    """A file read through one handle (see :mod:`worker.readers.opening`): hashed and read from
     the same descriptor, and refused if it changed in between."""
 
     def __init__(self, path: Path, limits: IntakeLimits, opened: OpenedFile | None = None) -> None:
@@ -122,7 +122,7 @@ class _FileSource(Source):
     @property
     def opened(self) -> OpenedFile:
         if self._opened is None:
-            from worker.intake.opening import open_regular
+            from worker.readers.opening import open_regular
 
             self._opened = open_regular(self.path, self.limits.max_file_bytes)
         return self._opened

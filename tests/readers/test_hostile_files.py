@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.intake.sources import IntakeLimits, SourceError, open_source
+from worker.readers.sources import IntakeLimits, SourceError, open_source
 
 HEADER = b"productKey,deviceKey,deviceName,timezone\n"
 GOOD = b"pk-meter,meter-0001,Meter 1,+08:00\n"

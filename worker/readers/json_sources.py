@@ -8,8 +8,8 @@ from typing import IO, Any
 import ijson
 import orjson
 
-from worker.intake.base import BOM, LEADING_COLUMNS, SourceError, SourceRow, _FileSource
-from worker.intake.json_items import json_items
+from worker.readers.base import BOM, LEADING_COLUMNS, SourceError, SourceRow, _FileSource
+from worker.readers.json_items import json_items
 
 
 class JsonLinesSource(_FileSource):

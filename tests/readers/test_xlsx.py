@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from openpyxl import Workbook
 
-from tests.intake.xlsx_files import workbook_from_csv
-from worker.intake.sources import IntakeLimits, SourceRow, open_source
+from tests.readers.xlsx_files import workbook_from_csv
+from worker.readers.sources import IntakeLimits, SourceRow, open_source
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "devices.csv"
 HEADER = ["productKey", "deviceKey", "deviceName", "timezone", "attr.rated", "tag.site"]

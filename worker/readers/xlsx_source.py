@@ -18,9 +18,9 @@ from typing import Any
 from openpyxl.utils.cell import column_index_from_string, coordinate_from_string, range_boundaries
 from openpyxl.utils.datetime import from_excel
 
-from worker.intake.base import SourceError, SourceRow, _FileSource
-from worker.intake.columns import Column, HeaderError, option_from_cells, parse_header
-from worker.intake.xlsx_book import (
+from worker.readers.base import SourceError, SourceRow, _FileSource
+from worker.readers.columns import Column, HeaderError, option_from_cells, parse_header
+from worker.readers.xlsx_book import (
     MAIN_NS,
     Book,
     XlsxError,

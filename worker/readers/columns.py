@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from worker.intake.excerpt import excerpt
+from worker.readers.excerpt import excerpt
 
 FIXED = {
     name.lower(): name

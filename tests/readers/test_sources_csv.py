@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.intake.source_files import HEADER, meter, read, write
-from worker.intake.sources import (
+from tests.readers.source_files import HEADER, meter, read, write
+from worker.readers.sources import (
     IntakeLimits,
     SourceError,
     open_source,

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from worker.importer.intake import Prepared, prepare_row
-from worker.intake.sources import IntakeLimits, Source, SourceRow, open_source
+from worker.readers.sources import IntakeLimits, Source, SourceRow, open_source
 
 ORG = "o-demo"
 SHA = "0" * 64

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.intake.source_files import HEADER, meter, read, write
-from worker.intake.sources import (
+from tests.readers.source_files import HEADER, meter, read, write
+from worker.readers.sources import (
     IntakeLimits,
     SourceError,
     detect_format,

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.intake.bad_input import (
+from tests.readers.bad_input import (
     BIN,
     EMPTY,
     GOOD,
@@ -24,7 +24,7 @@ from tests.intake.bad_input import (
     read,
     write,
 )
-from worker.intake.sources import IntakeLimits
+from worker.readers.sources import IntakeLimits
 
 
 def test_invalid_utf8_spoils_its_row_only(tmp_path: Path) -> None:

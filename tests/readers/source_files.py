@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from worker.intake.sources import (
+from worker.readers.sources import (
     IntakeLimits,
     Source,
     SourceRow,

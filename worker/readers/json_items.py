@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import ijson
 
-from worker.intake.base import IntakeLimits
+from worker.readers.base import IntakeLimits
 
 _BLOCK = 1 << 16
 

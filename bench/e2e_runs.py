@@ -24,7 +24,7 @@ from bench.throughput.config import BENCH_DB, ORG, BenchError
 from bench.throughput.jobs import Bench, run_job
 from bench.throughput.procfs import status_kb, tree
 from bench.throughput.samplers import PeakRss
-from bench.throughput.services import Cluster, Workers, flush_redis
+from bench.throughput.services import Cluster, Workers, flush_redis, swept_since
 from tests.harness.processes import BIN, ROOT, start, wait_until
 
 
@@ -175,14 +175,7 @@ def hosts(count: int, spec: Workers, env: dict[str, str], workdir: Path, db: Eng
                      env, workdir)  # fmt: skip
         running = Cluster(spec, workers, beat)
 
-        def swept() -> bool:
-            with db.connect() as conn:
-                last = conn.execute(
-                    text("SELECT last_run_at FROM import_service_beats WHERE name = 'sweeper'")
-                ).scalar()
-            return last is not None and float(last) >= started
-
-        wait_until(swept, "a first sweep", 90, running.procs)
+        wait_until(lambda: swept_since(db, started), "a first sweep", 90, running.procs)
         wanted = 1 + count * (spec.processes + 1)
         wait_until(lambda: len(tree(workers.pid)) >= wanted, "the workers", 60, running.procs)
         yield running

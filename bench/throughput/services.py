@@ -195,6 +195,15 @@ class Cluster:
         self.worker.stop()
 
 
+def swept_since(db: Engine, started: float) -> bool:
+    """Whether the sweeper ran (beat published a sweep and a worker ran it) since ``started``."""
+    with db.connect() as conn:
+        last = conn.execute(
+            text("SELECT last_run_at FROM import_service_beats WHERE name = 'sweeper'")
+        ).scalar()
+    return last is not None and float(last) >= started
+
+
 @contextlib.contextmanager
 def cluster(
     spec: Workers, env: dict[str, str], workdir: Path, db: Engine, app: str = "worker.celery_app"
@@ -223,14 +232,12 @@ def cluster(
         )  # fmt: skip
         running = Cluster(spec, worker, beat)
 
-        def swept() -> bool:
-            with db.connect() as conn:
-                last = conn.execute(
-                    text("SELECT last_run_at FROM import_service_beats WHERE name = 'sweeper'")
-                ).scalar()
-            return last is not None and float(last) >= started
-
-        wait_until(swept, f"a first sweep of the {pool} workers", 90, running.procs)
+        wait_until(
+            lambda: swept_since(db, started),
+            f"a first sweep of the {pool} workers",
+            90,
+            running.procs,
+        )
         if spec.pool == "prefork":
             wait_until(
                 lambda: len(tree(worker.pid)) >= spec.processes + 1,

@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from tests.faults.checks import DEFAULT_PRODUCT_CAP, Expected, check
 from tests.faults.report import Event, Report, write_results
 from tests.faults.services import Simulator
 from tests.harness.processes import BIN, Proc, base_env, wait_until
@@ -35,8 +35,6 @@ from tests.harness.services import PrivatePostgres, PrivateRedis
 from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
 PRODUCTS = ("pk-meter", "pk-inverter", "pk-turbine")
-# The simulator's default room per product, as EnOS's: the capped scenario's file holds more.
-DEFAULT_PRODUCT_CAP = 10_000
 EVENTS = (
     "kill_child", "terminate_backends", "kill_worker", "restart_redis", "kill_child",
     "restart_postgres", "flush_redis", "kill_worker", "terminate_backends", "kill_child",
@@ -142,6 +140,9 @@ class Scenario:
         self.postgres.stop()
 
     # -------------------------------------------------------------------------------- input
+    def expectation(self) -> Expected:
+        return Expected(self.devices, self.seed, self.capped, self.products)
+
     def write_file(self) -> Path:
         """Devices with unique names; one in ten leaves its deviceKey to EnOS; a few are bad."""
         path = self.root / "devices.csv"
@@ -171,7 +172,7 @@ class Scenario:
         try:
             self._drive(engine, report, started + timeout_s)
             report.elapsed_s = time.monotonic() - started
-            self._check(engine, report)
+            check(engine, report, self.expectation(), self.simulator)
         finally:
             engine.dispose()
         return report
@@ -297,91 +298,6 @@ class Scenario:
         raise ValueError(name)
 
     # -------------------------------------------------------------------------------- check
-    def _check(self, engine: Any, report: Report) -> None:
-        problems = report.problems
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT line_no, product_key, device_key, asset_id, status, error_code "
-                    "FROM import_device_outcome WHERE job_id = :id"
-                ),
-                {"id": report.job_id},
-            ).all()
-            view = (
-                conn.execute(
-                    text("SELECT * FROM import_job_status WHERE job_id = :id"),
-                    {"id": report.job_id},
-                )
-                .mappings()
-                .one()
-            )
-        counts = Counter(row.status for row in rows)
-        report.counts = dict(counts)
-        if len(rows) != self.devices:
-            problems.append(f"{len(rows)} rows recorded for {self.devices} input rows")
-        for state, count in counts.items():
-            if view[state] != count:
-                problems.append(f"view says {view[state]} {state}, rows say {count}")
-        if counts.get("pending"):
-            problems.append(f"{counts['pending']} rows still pending")
-        expected = {"created", "adopted", "invalid", "review"} | (
-            {"failed"} if self.capped else set()
-        )
-        unexpected = set(counts) - expected
-        if unexpected:
-            problems.append(f"unexpected final states: {sorted(unexpected)} {dict(counts)}")
-
-        devices = [d for d in self.simulator.devices() if d["orgId"] == "o-demo"]
-        report.enos_devices = len(devices)
-        report.simulator = self.simulator.stats()
-        by_key: dict[str, list[dict[str, Any]]] = {}
-        by_name: dict[str, list[dict[str, Any]]] = {}
-        for device in devices:
-            by_key.setdefault(str(device["deviceKey"]), []).append(device)
-            name = device["deviceName"]["defaultValue"]  # type: ignore[index]
-            by_name.setdefault(str(name), []).append(device)
-        for name, same in by_name.items():
-            if len(same) > 1:
-                problems.append(f"EnOS holds {len(same)} devices named {name!r}")
-        claimed: set[str] = set()
-        for row in rows:
-            name = f"device {self.seed}-{row.line_no - 1}"
-            on_enos = by_name.get(name, [])
-            if row.status == "invalid":
-                if on_enos:
-                    problems.append(f"line {row.line_no}: invalid but on EnOS")
-                continue
-            if row.status == "failed":
-                if row.error_code != 11739:
-                    problems.append(f"line {row.line_no}: failed with {row.error_code}")
-                if on_enos:
-                    problems.append(f"line {row.line_no}: failed but {len(on_enos)} on EnOS")
-                continue
-            if row.status == "review":
-                if row.device_key is not None:
-                    problems.append(f"line {row.line_no}: review for a row with its own key")
-                claimed.update(d["assetId"] for d in on_enos)
-                continue
-            if len(on_enos) != 1:
-                problems.append(f"line {row.line_no}: {row.status} but {len(on_enos)} on EnOS")
-                continue
-            device = on_enos[0]
-            claimed.add(str(device["assetId"]))
-            if device["assetId"] != row.asset_id:
-                problems.append(f"line {row.line_no}: assetId {row.asset_id} != EnOS's")
-            if device["productKey"] != row.product_key:
-                problems.append(f"line {row.line_no}: product differs on EnOS")
-            if row.device_key is not None and device["deviceKey"] != row.device_key:
-                problems.append(f"line {row.line_no}: deviceKey differs on EnOS")
-        strays = [d for d in devices if d["assetId"] not in claimed]
-        if strays:
-            problems.append(f"{len(strays)} devices on EnOS belong to no row")
-        if self.capped:
-            per_product = Counter(str(d["productKey"]) for d in devices)
-            for product in self.products:
-                if per_product[product] != DEFAULT_PRODUCT_CAP:
-                    problems.append(f"EnOS holds {per_product[product]} devices of {product}")
-        report.problems = problems[:50]
 
 
 def run_scenario(

@@ -6,10 +6,10 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from worker.context import WorkerContext
-from worker.db.models import FINAL_JOB_STATES, ITEMS, JOBS
+from worker.db.models import CHUNKS, FINAL_JOB_STATES, ITEMS, JOBS, SUCCESS_STATES
 from worker.db.session import Database
 from worker.enos.models import CreateOption
 from worker.importer.send import send_chunk
@@ -17,6 +17,7 @@ from worker.importer.submit import IntakeResult, create, job_options, run_intake
 from worker.importer.sweeper import sweep
 from worker.readers.sources import InlineSource
 from worker.settings import Settings
+from worker.simulator.state import Store
 
 
 def fast_settings(**overrides: Any) -> Settings:
@@ -101,3 +102,25 @@ def rows(db: Database, job_id: str) -> dict[int, dict[str, Any]]:
             ).where(ITEMS.c.job_id == job_id)
         )
         return {row.line_no: dict(row._mapping) for row in result}
+
+
+def meters(first: int, last: int) -> list[CreateOption]:
+    return [device(f"meter-{n:04d}") for n in range(first, last + 1)]
+
+
+def assert_enos_matches_rows(store: Store, db: Database, job_ids: list[str]) -> None:
+    """EnOS holds exactly one device per created or adopted row, and none for another row."""
+    on_enos = {d.device_key: d.asset_id for d in store.assets.values()}
+    ok: dict[str, str] = {}
+    for job_id in job_ids:
+        for row in rows(db, job_id).values():
+            if row["status"] in SUCCESS_STATES:
+                ok[row["device_key"]] = row["asset_id"]
+            else:
+                assert row["device_key"] not in on_enos, row
+    assert ok == on_enos
+
+
+def due_now(db: Database, chunk_id: int) -> None:
+    with db.begin() as session:
+        session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(next_attempt_at=0))

@@ -7,23 +7,26 @@ was lost; EnOS must end up holding exactly one device per created or adopted row
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select, update
 
-from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
+from tests.importer.support import (
+    assert_enos_matches_rows,
+    drive,
+    due_now,
+    fast_settings,
+    job_status,
+    meters,
+    rows,
+    start_job,
+)
 from worker.context import WorkerContext
-from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
-from worker.enos.models import CreateOption, Device
+from worker.enos.models import Device
 from worker.importer import chunks, jobs, outcome, send
 from worker.importer.budget import LocalBudget
 from worker.importer.send import send_chunk
@@ -32,8 +35,6 @@ from worker.settings import Settings
 from worker.simulator.api import SimConfig
 from worker.simulator.faults import FaultProfile
 from worker.simulator.state import Store
-
-SUCCESS = {"created", "adopted"}
 
 
 @pytest.fixture
@@ -44,28 +45,6 @@ def settings() -> Settings:
 @pytest.fixture
 def ctx(db: Database, client: EnosClient, settings: Settings) -> Iterator[WorkerContext]:
     yield WorkerContext(db, client, settings, LocalBudget(4), owner="test-host:1")
-
-
-def meters(first: int, last: int) -> list[CreateOption]:
-    return [device(f"meter-{n:04d}") for n in range(first, last + 1)]
-
-
-def assert_enos_matches_rows(store: Store, db: Database, job_ids: list[str]) -> None:
-    """EnOS holds exactly one device per created or adopted row, and none for another row."""
-    on_enos = {d.device_key: d.asset_id for d in store.assets.values()}
-    ok: dict[str, str] = {}
-    for job_id in job_ids:
-        for row in rows(db, job_id).values():
-            if row["status"] in SUCCESS:
-                ok[row["device_key"]] = row["asset_id"]
-            else:
-                assert row["device_key"] not in on_enos, row
-    assert ok == on_enos
-
-
-def due_now(db: Database, chunk_id: int) -> None:
-    with db.begin() as session:
-        session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(next_attempt_at=0))
 
 
 def claim_and_call(ctx: WorkerContext, chunk_id: int) -> tuple[send.Start, outcome.Plan]:
@@ -249,110 +228,6 @@ def test_giving_up_after_a_lost_answer_looks_the_rows_up_first(
         assert all(row["error_message"].startswith("gave up after 1") for row in final.values())
     assert sim_app.state.api.stats.calls == 1  # the bound was kept: nothing sent again
     assert_enos_matches_rows(sim_store, db, [started.job_id])
-
-
-def test_a_chunk_taken_over_while_it_waited_for_its_call_is_not_sent(
-    ctx: WorkerContext, sim_app
-) -> None:
-    started = start_job(ctx.db, ctx.settings, meters(1, 2))
-    chunk_id = started.publish[0]
-    with ctx.db.begin() as session:
-        start = send._start(session, ctx.settings, chunk_id, "w:1")
-    assert start is not None
-    # The lease ran out while this attempt waited (for its rate budget slot, say), and another
-    # worker took the chunk over: the renewal before the call fails, and no call is made.
-    with ctx.db.begin() as session:
-        session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=0))
-        assert chunks.claim(session, chunk_id, "w:2", ctx.settings.lease_s) is not None
-    plan = send.attempt(ctx, start)
-    assert sim_app.state.api.stats.calls == 0
-    with ctx.db.begin() as session:
-        assert outcome.write_outcome(session, ctx.settings, start, plan) is None
-
-
-def test_the_lease_is_renewed_right_before_the_call(ctx: WorkerContext) -> None:
-    started = start_job(ctx.db, ctx.settings, meters(1, 2))
-    chunk_id = started.publish[0]
-    with ctx.db.begin() as session:
-        start = send._start(session, ctx.settings, chunk_id, "w:1")
-        # Claimed long ago: the lease has 1 s left when the attempt starts.
-        session.execute(
-            update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=db_epoch() + 1)
-        )
-    assert start is not None
-    send.attempt(ctx, start)
-    with ctx.db.read() as session:
-        left = session.execute(
-            select(CHUNKS.c.lease_expires_at - db_epoch()).where(CHUNKS.c.id == chunk_id)
-        ).scalar_one()
-    assert left > ctx.settings.lease_s - 5
-
-
-def test_a_database_error_in_the_commit_gives_the_chunk_back(
-    ctx: WorkerContext, sim_store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    started = start_job(ctx.db, ctx.settings, meters(1, 2))
-    real = outcome.update_outcomes  # type: ignore[attr-defined]
-
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise OperationalError("UPDATE import_items", {}, Exception("connection lost"))
-
-    monkeypatch.setattr(outcome, "update_outcomes", broken)
-    with pytest.raises(OperationalError):
-        send_chunk(ctx, started.publish[0])
-    monkeypatch.setattr(outcome, "update_outcomes", real)
-    with ctx.db.read() as session:
-        chunk = session.execute(select(CHUNKS).where(CHUNKS.c.id == started.publish[0])).one()
-    assert chunk.status == "pending" and chunk.lease_expires_at is None
-    assert chunk.needs_reconcile  # the call went out: look its rows up first
-
-    assert drive(ctx, started) == "completed"
-    assert {row["status"] for row in rows(ctx.db, started.job_id).values()} == {"adopted"}
-    assert len(sim_store.assets) == 2
-
-
-class _SplitTogether(EnosClient):
-    """Every batchCreate answer is held until all workers have theirs, so that every chunk
-    splits at the same moment."""
-
-    barrier: threading.Barrier = threading.Barrier(1)
-
-    def batch_create(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().batch_create(*args, **kwargs)
-        finally:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                self.barrier.wait(timeout=5)
-
-
-def test_chunks_that_split_at_once_never_collide(
-    pg_db: Database, sim_server: str, sim_store: Store
-) -> None:
-    from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
-
-    sim_store.limits.batch_max = 3
-    settings = fast_settings(batch_size=8, max_concurrency=6)
-    client = _SplitTogether(sim_server, DEMO_APP_KEY, DEMO_APP_SECRET)
-    with client:
-        client.barrier = threading.Barrier(6)
-        ctx = WorkerContext(pg_db, client, settings, LocalBudget(6), owner="test-host:1")
-        started = start_job(pg_db, settings, meters(1, 48))
-        assert len(started.publish) == 6
-        with ThreadPoolExecutor(6) as pool:
-            reports = list(pool.map(lambda chunk: send_chunk(ctx, chunk), started.publish))
-        assert all(report.chunk_state == "done" for report in reports)
-        client.barrier = threading.Barrier(1)
-        queue = IntakeResult(
-            started.job_id, None, [r for report in reports for r in report.publish]
-        )
-        assert drive(ctx, queue) == "completed"
-    with pg_db.read() as session:
-        seqs = session.execute(
-            select(CHUNKS.c.seq, func.count()).group_by(CHUNKS.c.seq).having(func.count() > 1)
-        ).all()
-    assert seqs == []
-    assert len(sim_store.assets) == 48
-    assert_enos_matches_rows(sim_store, pg_db, [started.job_id])
 
 
 class _SearchDownOnce(EnosClient):

@@ -151,7 +151,18 @@ def create(session: Session, rollback: RollbackPlan, chunk_size: int = CHUNK_SIZ
             started_at=func.now(),
         )
     )
-    rows = [
+    rows = _item_rows(new_id, rollback, chunk_size)
+    for start in range(0, len(rows), 5000):
+        session.execute(ITEMS.insert(), rows[start : start + 5000])
+    plan_chunks(session, new_id)
+    jobs.finish_if_done(session, new_id)  # nothing to delete: the job ends here
+    return new_id
+
+
+def _item_rows(new_id: str, rollback: RollbackPlan, chunk_size: int) -> list[dict[str, Any]]:
+    """The rollback job's rows: one pending row per device to delete, in chunks, and one
+    ``failed`` row per device kept (with the reason)."""
+    rows: list[dict[str, Any]] = [
         {
             "job_id": new_id,
             "chunk_seq": index // chunk_size,
@@ -186,8 +197,4 @@ def create(session: Session, rollback: RollbackPlan, chunk_size: int = CHUNK_SIZ
         }
         for c, reason in rollback.kept
     ]
-    for start in range(0, len(rows), 5000):
-        session.execute(ITEMS.insert(), rows[start : start + 5000])
-    plan_chunks(session, new_id)
-    jobs.finish_if_done(session, new_id)  # nothing to delete: the job ends here
-    return new_id
+    return rows

@@ -23,7 +23,6 @@ from sqlalchemy import ColumnElement, and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.db.models import CHUNKS, ITEMS, ChunkStatus, ItemStatus, JobStatus, KeySource
-from worker.enos.models import PRODUCT_FULL
 from worker.importer.chunks import Claim, PendingItem
 from worker.settings import Settings
 
@@ -86,11 +85,6 @@ def not_sent_message(message: str) -> str:
     return f"not sent: {message}"
 
 
-def product_full_values(message: str) -> dict[str, Any]:
-    """A row of a full product that was never sent: ``retry`` may send it once there is room."""
-    return {"error_code": PRODUCT_FULL, "error_message": not_sent_message(message)}
-
-
 def settle_pending(
     session: Session,
     where: ColumnElement[bool],
@@ -128,14 +122,6 @@ def settle_items(
     if items:
         ids = [item.id for item in items]
         settle_pending(session, ITEMS.c.id.in_(ids), status, message, retryable, error_code)
-
-
-def review_keyless(session: Session, items: list[PendingItem]) -> list[PendingItem]:
-    """Rows whose key EnOS generates and whose last answer was lost go to ``review`` (``retry``
-    would send them again); returns the others."""
-    keyless = [i for i in items if i.key_source == KeySource.PLATFORM]
-    settle_items(session, keyless, ItemStatus.REVIEW, NO_KEY_MESSAGE, retryable=False)
-    return [i for i in items if i.key_source != KeySource.PLATFORM]
 
 
 def settle_unsent(session: Session, job_id: str, stop: Stop, close_as: str) -> int:

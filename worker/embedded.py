@@ -109,11 +109,12 @@ def open_embedded_database(settings: Settings) -> Database:
     return Database(url)
 
 
-def find_resumable(db: Database, org_id: str, content_sha256: str) -> str | None:
-    """An unfinished embedded job of the same org and file content, made ready to resume."""
+def find_resumable(db: Database, org_id: str, content_sha256: str) -> tuple[str, bool] | None:
+    """An unfinished embedded job of the same org and file content, made ready to resume, and
+    whether its intake stopped before the end of the file (it then reads on from there)."""
     with db.begin() as session:
         row = session.execute(
-            select(JOBS.c.id, JOBS.c.options)
+            select(JOBS.c.id, JOBS.c.options, JOBS.c.status, JOBS.c.intake_lease_until)
             .where(
                 JOBS.c.org_id == org_id,
                 JOBS.c.source_sha256 == content_sha256,
@@ -130,7 +131,11 @@ def find_resumable(db: Database, org_id: str, content_sha256: str) -> str | None
             .where(CHUNKS.c.job_id == row.id, CHUNKS.c.status == ChunkStatus.PENDING)
             .values(published_at=None)
         )
-        return str(row.id)
+        reading = row.status == JobStatus.RUNNING and row.intake_lease_until is not None
+        if reading:
+            # Its intake died with the runner that held it: take it over at once.
+            session.execute(update(JOBS).where(JOBS.c.id == row.id).values(intake_lease_until=0.0))
+        return str(row.id), reading
 
 
 def release_dead_leases(session: Any, job_id: str) -> int:
@@ -162,14 +167,24 @@ def start_or_resume(
     require_secret: bool,
     key_mode: str | None,
     announce: Any,
+    publish: Any,
 ) -> tuple[str, IntakeResult | None]:
-    """The job id (announced as soon as it exists) and the intake's result (None: resumed)."""
+    """The job id (announced as soon as it exists) and the intake's result (None: resumed with
+    its file already read). Chunks are handed to ``publish`` as the intake commits them."""
     content_sha256 = source.sha256()
     resumed = find_resumable(db, org_id, content_sha256)
     if resumed is not None:
-        announce(resumed)
-        log.info("job.resumed", job_id=resumed)
-        return resumed, None
+        job_id, reading = resumed
+        announce(job_id)
+        log.info("job.resumed", job_id=job_id, reading=reading)
+        if not reading:
+            source.close()
+            return job_id, None
+        with db.read() as session:
+            options = session.execute(select(JOBS.c.options).where(JOBS.c.id == job_id)).scalar()
+        return job_id, run_intake(
+            db, settings, job_id, org_id, source, dict(options or {}), publish=publish
+        )
 
     job_id = str(uuid.uuid4())
     options = job_options(
@@ -177,4 +192,4 @@ def start_or_resume(
     )
     create(db, settings, job_id, org_id, source.name, options)
     announce(job_id)
-    return job_id, run_intake(db, settings, job_id, org_id, source, options)
+    return job_id, run_intake(db, settings, job_id, org_id, source, options, publish=publish)

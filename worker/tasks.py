@@ -78,9 +78,9 @@ def submit(
     delivery with the same ``job_id`` does nothing. A malformed or refused message fails its
     job (or, without a job id, is logged and dropped): it is never delivered again."""
     ctx = send_context()
-    taken = take_submit(ctx, source, org_id, options, job_id, unknown)
+    # The intake publishes each batch's chunks as it commits them.
+    taken = take_submit(ctx, source, org_id, options, job_id, unknown, publish_chunks)
     metrics.record_invalid(taken.invalid)
-    publish_chunks(taken.publish)
     if taken.come_back:
         raise self.retry(countdown=ctx.settings.lease_s, max_retries=5)
     return taken.job_id

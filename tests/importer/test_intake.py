@@ -177,10 +177,10 @@ def test_chunks_hold_exactly_the_pending_items_within_the_batch_size(
         "ORDER BY seq",
         job=job_id,
     )
-    # Line 5 was planned in chunk 0, then found to repeat line 2: chunk 0 keeps two rows.
+    # Line 5 repeats line 2: it is never planned, and the chunks are full.
     assert [(c.seq, c.size, c.status, c.attempts) for c in chunk_rows] == [
-        (0, 2, "pending", 0),
-        (1, 3, "pending", 0),
+        (0, 3, "pending", 0),
+        (1, 2, "pending", 0),
     ]
     assert all(c.size <= settings.batch_size for c in chunk_rows)
     by_line = items(db, job_id)
@@ -188,7 +188,7 @@ def test_chunks_hold_exactly_the_pending_items_within_the_batch_size(
         seq: sorted(line for line, item in by_line.items() if item.chunk_seq == seq)
         for seq in (0, 1)
     }
-    assert members == {0: [2, 3], 1: [8, 9, 11]}
+    assert members == {0: [2, 3, 8], 1: [9, 11]}
     pending = sorted(line for line, item in by_line.items() if item.status == "pending")
     assert sorted(members[0] + members[1]) == pending
     assert all(item.chunk_seq is None for item in by_line.values() if item.status == "invalid")

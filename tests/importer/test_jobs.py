@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import time
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -133,30 +131,6 @@ def test_the_sweeper_leaves_a_beat_for_status(ctx: WorkerContext) -> None:
     with ctx.db.read() as session:
         age = seconds_since_beat(session)
     assert age is not None and 0 <= age < 5
-
-
-def test_a_long_intake_renews_its_lease_on_postgresql(
-    pg_db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A file that takes longer to read than a lease is never taken for a dead intake."""
-    from worker.importer.intake import INSERT_BATCH
-
-    renewed: list[bool] = []
-    real = jobs.renew_intake
-
-    def counting(*args: Any, **kwargs: Any) -> bool:
-        renewed.append(real(*args, **kwargs))
-        return renewed[-1]
-
-    clock = itertools.count(step=1000.0)  # every look at the clock: a lease later
-    monkeypatch.setattr(jobs, "renew_intake", counting)
-    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
-    settings = fast_settings()
-    started = start_job(
-        pg_db, settings, [device(f"key-{n:05d}") for n in range(2 * INSERT_BATCH + 1)]
-    )
-    assert started.summary is not None and started.summary.valid == 2 * INSERT_BATCH + 1
-    assert renewed and all(renewed)
 
 
 def test_jobs_of_one_org_share_the_publish_window(db: Database) -> None:

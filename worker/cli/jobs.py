@@ -84,11 +84,10 @@ def submit(
     create(db, settings, job_id, settings.org_id, str(file.resolve()), options)
     click.echo(job_id)
     sys.stdout.flush()
-    result = run_intake(db, settings, job_id, settings.org_id, source, options, _rows_note())
+    from worker.tasks import publish_chunks
 
-    from worker.tasks import publish_chunks  # the broker is only needed from here on
-
-    publish_chunks(result.publish)
+    # Each batch's chunks are published as it is committed: sending starts while reading.
+    run_intake(db, settings, job_id, settings.org_id, source, options, _rows_note(), publish_chunks)
     view = require_job(db, job_id)
     stderr.print(summary_line(view), highlight=False)
     if view.status == JobStatus.FAILED:

@@ -62,13 +62,12 @@ def run(
             click.echo(job_id)
             sys.stdout.flush()
 
-        job_id, intake = start_or_resume(
-            db, settings, settings.org_id, source, require_secret, key_mode, announce
-        )
-        if intake is not None:
-            from worker.tasks import publish_chunks
+        from worker.tasks import publish_chunks
 
-            publish_chunks(intake.publish)
+        job_id, _ = start_or_resume(
+            db, settings, settings.org_id, source, require_secret, key_mode, announce,
+            publish_chunks,
+        )  # fmt: skip
         view = follow(db, job_id, poll_s=0.5, tick=runner.tick)
     finally:
         runner.stop()

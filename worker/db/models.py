@@ -114,6 +114,9 @@ class Job(Base):
     intake_token: Mapped[int] = mapped_column(Integer, default=0)
     intake_lease_until: Mapped[float | None] = mapped_column(Double)
     intake_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The intake commits as it reads: the last line it stored, where a new intake resumes. The
+    # intake is open while ``intake_lease_until`` is set, whatever the job's status.
+    intake_line: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,28 +1,30 @@
-"""Intake: a device file becomes items and planned chunks of a job, in one transaction.
+"""Intake: a device file becomes items and planned chunks of a job, a batch at a time.
 
 Every row is checked by the shared CreateOption rules; a bad row becomes an ``invalid`` item whose
 message names the line, the field and the rule, and the valid rows go on. Every valid row gets
 its deviceKey here (the operator's, or a derived one), a repeated deviceKey makes the later rows
 ``invalid``, and the valid rows are grouped into chunks of at most the batch size.
+
+The rows are read once, in order, and written in batches (:func:`store_batch`), each with its
+chunks, so that the first chunks are sent while the rest of the file is still being read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, and_, func, insert, literal, select, update
+from sqlalchemy import func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from worker.db.bulk import insert_items
 from worker.db.models import CHUNKS, ITEMS, ChunkStatus, ItemStatus, KeySource
 from worker.enos.validation import check_create_option
+from worker.importer import chunks
 from worker.importer.keys import derive_device_key
-from worker.readers.sources import Source, SourceRow
+from worker.readers.sources import SourceRow
 
-INSERT_BATCH = 5_000
 # The widths of the items' product_key and device_key columns.
 PRODUCT_KEY_MAX = 128
 DEVICE_KEY_MAX = 64
@@ -99,89 +101,161 @@ def _storable(value: str | None, width: int) -> str | None:
     return value if value is not None and len(value) <= width and "\x00" not in value else None
 
 
-def ingest(
-    session: Session,
-    job_id: str,
-    org_id: str,
-    source: Source,
-    *,
-    content_sha256: str,
-    batch_size: int,
-    key_mode: str,
-    progress: Callable[[int], None] | None = None,
-) -> IntakeSummary:
-    """Streams ``source`` into items and chunks of ``job_id``; flushes, never commits."""
-    summary = IntakeSummary()
-    buffer: list[tuple[Any, ...]] = []
-    for row in source.rows():
-        prepared = prepare_row(row, org_id, content_sha256, key_mode)
-        summary.rows += 1
-        if prepared.problems is None:
-            chunk_seq: int | None = summary.valid // batch_size
-            summary.valid += 1
-            status, payload = ItemStatus.PENDING, prepared.payload
-            assert payload is not None
-            payload_text: str | None = payload.decode()
-        else:
-            chunk_seq, status, payload_text = None, ItemStatus.INVALID, None
-            summary.invalid += 1
-        buffer.append(
-            (
-                job_id, chunk_seq, prepared.line, prepared.product_key, prepared.device_key,
-                prepared.key_source, payload_text, orjson.dumps(row.cells).decode(), status,
-                None, prepared.problems, 0, False,
+class KeyIndex:
+    """The deviceKeys of the file's valid rows stored so far, as 64-bit hashes: a few tens of
+    MB at a million rows. A key whose hash was seen is only a suspect, confirmed (and its first
+    line found) against the stored rows when its batch is written."""
+
+    def __init__(self) -> None:
+        self._hashes: set[int] = set()
+
+    def load(self, session: Session, job_id: str) -> None:
+        """The keys of rows an earlier intake of the job stored (a resumed intake)."""
+        rows = session.connection().execute(
+            select(ITEMS.c.device_key).where(
+                ITEMS.c.job_id == job_id,
+                ITEMS.c.device_key.is_not(None),
+                ITEMS.c.status != ItemStatus.INVALID,
             )
-        )  # fmt: skip
-        if len(buffer) >= INSERT_BATCH:
-            insert_items(session, buffer)
-            buffer.clear()
-            if progress is not None:
-                progress(summary.rows)
-    insert_items(session, buffer)
-    if progress is not None:
-        progress(summary.rows)
-    if source.error is not None:
-        summary.error = f"{source.name}: {source.error}"
-    summary.duplicates = mark_duplicate_keys(session, job_id)
-    summary.valid -= summary.duplicates
-    summary.invalid += summary.duplicates
-    summary.chunks = plan_chunks(session, job_id)
-    return summary
+        )
+        self._hashes.update(hash(key) for (key,) in rows)
+
+    def seen(self, key: str) -> bool:
+        return hash(key) in self._hashes
+
+    def add(self, key: str) -> None:
+        self._hashes.add(hash(key))
 
 
-def mark_duplicate_keys(session: Session, job_id: str) -> int:
-    """Later rows that repeat a deviceKey of the file become ``invalid``; the first row wins."""
-    items = ITEMS
-    ranked = (
-        select(
-            items.c.id.label("dup_id"),
-            func.min(items.c.line_no).over(partition_by=items.c.device_key).label("first_line"),
-            func.row_number()
-            .over(partition_by=items.c.device_key, order_by=items.c.line_no)
-            .label("rank"),
+@dataclass
+class Batch:
+    """Rows read since the last commit, as item tuples in ``ITEM_COLUMNS`` order. Valid rows
+    get their chunk when the batch is written; a repeat of a key of this batch is marked at
+    once, a repeat of an earlier batch's key when it is written."""
+
+    rows: list[list[Any]] = field(default_factory=list)
+    valid: int = 0  # rows that will be sent (suspects not counted)
+    duplicates: int = 0
+    invalid: int = 0
+    last_line: int = 0
+    first_line: dict[str, int] = field(default_factory=dict)  # key -> its line in this batch
+    suspects: list[int] = field(default_factory=list)  # indexes into rows
+
+    def add(self, job_id: str, row: SourceRow, prepared: Prepared, keys: KeyIndex) -> None:
+        self.last_line = row.line
+        cells = orjson.dumps(row.cells).decode()
+        key = prepared.device_key
+        if prepared.problems is not None:
+            self.invalid += 1
+            self.rows.append(_item(job_id, prepared, cells, ItemStatus.INVALID, prepared.problems))
+            return
+        assert prepared.payload is not None
+        if key is not None and key in self.first_line:
+            self.rows.append(
+                _item(
+                    job_id,
+                    prepared,
+                    cells,
+                    ItemStatus.INVALID,
+                    _repeat(row.line, key, self.first_line[key]),
+                )
+            )
+            self.duplicates += 1
+            return
+        self.rows.append(_item(job_id, prepared, cells, ItemStatus.PENDING, None))
+        if key is not None and keys.seen(key):
+            self.suspects.append(len(self.rows) - 1)
+            return
+        if key is not None:
+            keys.add(key)
+            self.first_line[key] = row.line
+        self.valid += 1
+
+    def resolve(self, session: Session, job_id: str, keys: KeyIndex) -> None:
+        """Suspects that repeat a stored row's key become ``invalid``; a mere hash collision
+        stays valid (checked in line order, so the first row of a key still wins)."""
+        if not self.suspects:
+            return
+        wanted = sorted({self.rows[i][DEVICE_KEY] for i in self.suspects})
+        earlier: dict[str, int] = {}
+        for start in range(0, len(wanted), 1000):
+            earlier.update(
+                session.connection()
+                .execute(
+                    select(ITEMS.c.device_key, func.min(ITEMS.c.line_no))
+                    .where(
+                        ITEMS.c.job_id == job_id,
+                        ITEMS.c.device_key.in_(wanted[start : start + 1000]),
+                        ITEMS.c.status != ItemStatus.INVALID,
+                    )
+                    .group_by(ITEMS.c.device_key)
+                )
+                .all()
+            )
+        for index in self.suspects:
+            row = self.rows[index]
+            key, line = row[DEVICE_KEY], row[LINE]
+            first = earlier.get(key, self.first_line.get(key))
+            if first is not None and first < line:
+                row[STATUS], row[ERROR], row[PAYLOAD] = (
+                    ItemStatus.INVALID, _repeat(line, key, first), None,
+                )  # fmt: skip
+                self.duplicates += 1
+            else:
+                keys.add(key)
+                self.first_line.setdefault(key, line)
+                self.valid += 1
+        self.suspects.clear()
+
+    def assign_chunks(self, first_seq: int, batch_size: int) -> list[tuple[int, int]]:
+        """Gives the valid rows, in line order, chunks from ``first_seq``; their (seq, size)."""
+        sizes: dict[int, int] = {}
+        position = 0
+        for row in self.rows:
+            if row[STATUS] == ItemStatus.PENDING:
+                seq = first_seq + position // batch_size
+                row[CHUNK_SEQ] = seq
+                sizes[seq] = sizes.get(seq, 0) + 1
+                position += 1
+        return sorted(sizes.items())
+
+
+# Positions in an item tuple (``worker.db.bulk.ITEM_COLUMNS``).
+CHUNK_SEQ, LINE, DEVICE_KEY, PAYLOAD, STATUS, ERROR = 1, 2, 4, 6, 8, 10
+
+
+def _item(job_id: str, prepared: Prepared, cells: str, status: str, error: str | None) -> list[Any]:
+    payload = (
+        prepared.payload.decode() if status == ItemStatus.PENDING and prepared.payload else None
+    )
+    return [
+        job_id, None, prepared.line, prepared.product_key, prepared.device_key,
+        prepared.key_source, payload, cells, status, None, error, 0, False,
+    ]  # fmt: skip
+
+
+REPEAT_MARK = " of the file (the first row wins)"
+
+
+def _repeat(line: int, key: str, first: int) -> str:
+    return f"line {line}: deviceKey: {key} repeats line {first}{REPEAT_MARK}"
+
+
+def store_batch(session: Session, job_id: str, batch: Batch, batch_size: int) -> int:
+    """Writes the batch's rows and one chunk row per chunk of its valid rows; flushes, never
+    commits. Returns the number of chunks planned. The caller holds the job's row lock, so
+    the chunk seqs taken here never meet those of a chunk split at the same moment."""
+    planned = batch.assign_chunks(chunks.next_seq(session, job_id), batch_size)
+    insert_items(session, [tuple(row) for row in batch.rows])
+    if planned:
+        fresh = {
+            "job_id": job_id, "status": ChunkStatus.PENDING, "attempts": 0, "fencing_token": 0,
+            "next_attempt_at": 0.0, "needs_reconcile": False,
+        }  # fmt: skip
+        session.connection().execute(
+            insert(CHUNKS), [{**fresh, "seq": seq, "size": size} for seq, size in planned]
         )
-        .where(
-            items.c.job_id == job_id,
-            items.c.status == ItemStatus.PENDING,
-            items.c.device_key.is_not(None),
-        )
-        .subquery()
-    )
-    message = (
-        literal("line ", Text)
-        + func.cast(items.c.line_no, Text)
-        + literal(": deviceKey: ", Text)
-        + items.c.device_key
-        + literal(" repeats line ", Text)
-        + func.cast(ranked.c.first_line, Text)
-        + literal(" of the file (the first row wins)", Text)
-    )
-    result = session.connection().execute(
-        update(items)
-        .where(and_(items.c.id == ranked.c.dup_id, ranked.c.rank > 1))
-        .values(status=ItemStatus.INVALID, chunk_seq=None, error_message=message)
-    )
-    return int(result.rowcount or 0)
+    return len(planned)
 
 
 def plan_chunks(session: Session, job_id: str, only_from_seq: int = 0) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch, db_now
@@ -50,23 +50,29 @@ def claim_intake_deadline(session: Session, job_id: str, lease_s: float) -> None
     )
 
 
+def _holding(job_id: str, token: int) -> Any:
+    """The job's intake is open and ``token`` holds it (not taken over, failed or cancelled)."""
+    return and_(
+        JOBS.c.id == job_id,
+        JOBS.c.intake_token == token,
+        JOBS.c.intake_lease_until.is_not(None),
+        JOBS.c.status.in_((JobStatus.VALIDATING, JobStatus.RUNNING)),
+        JOBS.c.failure.is_(None),
+    )
+
+
 def renew_intake(session: Session, job_id: str, token: int, lease_s: float) -> bool:
     """Extends a running intake's lease while ``token`` still holds it."""
     result = session.connection().execute(
-        update(JOBS)
-        .where(
-            JOBS.c.id == job_id,
-            JOBS.c.intake_token == token,
-            JOBS.c.status == JobStatus.VALIDATING,
-        )
-        .values(intake_lease_until=db_epoch() + lease_s)
+        update(JOBS).where(_holding(job_id, token)).values(intake_lease_until=db_epoch() + lease_s)
     )
     return bool(result.rowcount)
 
 
 def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
     """The intake token if this caller may read the job's file now; ``None`` if another caller
-    holds it, or the intake is already done."""
+    holds it, or the intake is already done. An intake whose lease ran out is taken over: it
+    resumes after the last line its job stored (``intake_line``)."""
     now = db_epoch()
     row = (
         session.connection()
@@ -75,10 +81,16 @@ def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
             .where(
                 JOBS.c.id == job_id,
                 (JOBS.c.status == JobStatus.QUEUED)
-                | and_(JOBS.c.status == JobStatus.VALIDATING, JOBS.c.intake_lease_until < now),
+                | and_(
+                    JOBS.c.status.in_((JobStatus.VALIDATING, JobStatus.RUNNING)),
+                    JOBS.c.intake_lease_until < now,
+                    JOBS.c.failure.is_(None),
+                ),
             )
             .values(
-                status=JobStatus.VALIDATING,
+                status=case(
+                    (JOBS.c.status == JobStatus.QUEUED, JobStatus.VALIDATING), else_=JOBS.c.status
+                ),
                 intake_token=JOBS.c.intake_token + 1,
                 intake_lease_until=now + lease_s,
                 intake_attempts=JOBS.c.intake_attempts + 1,
@@ -92,14 +104,48 @@ def claim_intake(session: Session, job_id: str, lease_s: float) -> int | None:
 
 def holds_intake(session: Session, job_id: str, token: int) -> bool:
     """Whether the intake holding ``token`` is still the job's (not taken over, not ended)."""
-    row = session.connection().execute(
-        select(JOBS.c.id).where(
-            JOBS.c.id == job_id,
-            JOBS.c.intake_token == token,
-            JOBS.c.status == JobStatus.VALIDATING,
+    row = session.connection().execute(select(JOBS.c.id).where(_holding(job_id, token)))
+    return row.first() is not None
+
+
+def intake_resume_point(session: Session, job_id: str) -> tuple[int, str | None]:
+    """The last line an earlier intake of the job stored (0: none) and the content hash it read."""
+    row = (
+        session.connection()
+        .execute(select(JOBS.c.intake_line, JOBS.c.source_sha256).where(JOBS.c.id == job_id))
+        .first()
+    )
+    if row is None or row.intake_line is None:
+        return 0, None
+    return int(row.intake_line), row.source_sha256
+
+
+def store_intake_batch(
+    session: Session,
+    job_id: str,
+    token: int,
+    rows: int,
+    last_line: int,
+    lease_s: float,
+    content_sha256: str,
+) -> bool:
+    """Records a batch of the intake on its job, first thing in the batch's transaction (the
+    job's row lock then orders it against a cancel, a failure or a split); ``False``: the intake
+    is no longer this one's, and the batch must not be written. The job is ``running`` from
+    its first batch: its chunks are sent while the rest of the file is read."""
+    result = session.connection().execute(
+        update(JOBS)
+        .where(_holding(job_id, token))
+        .values(
+            status=JobStatus.RUNNING,
+            total=JOBS.c.total + rows,
+            intake_line=last_line,
+            intake_lease_until=db_epoch() + lease_s,
+            source_sha256=content_sha256,
+            started_at=func.coalesce(JOBS.c.started_at, db_now()),
         )
     )
-    return row.first() is not None
+    return bool(result.rowcount)
 
 
 def complete_intake(
@@ -110,14 +156,11 @@ def complete_intake(
     columns: list[str],
     content_sha256: str,
 ) -> bool:
-    """Moves the job to ``running`` (fenced by the intake token); ``False``: someone else's."""
+    """Ends the intake (fenced by its token): the job, ``running`` since its first batch, may
+    now finish once its chunks have; a file without a row fails it. ``False``: someone else's."""
     values: dict[str, Any] = {
-        "status": JobStatus.RUNNING,
-        "total": summary.rows,
         "columns": columns,
         "source_sha256": content_sha256,
-        # When the rows were stored, not when the intake's long transaction began.
-        "started_at": db_now(),
         "intake_lease_until": None,
     }
     if summary.error:
@@ -129,19 +172,13 @@ def complete_intake(
             last_error=summary.error or "the file has no devices",
         )
     result = session.connection().execute(
-        update(JOBS)
-        .where(
-            JOBS.c.id == job_id,
-            JOBS.c.intake_token == token,
-            JOBS.c.status == JobStatus.VALIDATING,
-        )
-        .values(**values)
+        update(JOBS).where(_holding(job_id, token)).values(**values)
     )
     if not result.rowcount:
         return False
     if summary.rows == 0:
         events.job_finished(session, job_id, JobStatus.FAILED)
-    elif summary.chunks == 0:
+    else:
         finish_if_done(session, job_id)
     return True
 
@@ -160,12 +197,16 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
     job = (
         session.connection()
         .execute(
-            select(JOBS.c.status, JOBS.c.last_error, JOBS.c.failure).where(JOBS.c.id == job_id)
+            select(
+                JOBS.c.status, JOBS.c.last_error, JOBS.c.failure, JOBS.c.intake_lease_until
+            ).where(JOBS.c.id == job_id)
         )
         .first()
     )
     if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return None
+    if job.intake_lease_until is not None:
+        return None  # the file is still being read (or its intake is to be taken over)
     if chunks.open_chunks(session, job_id):
         return None
     counts = item_counts(session, job_id)
@@ -207,12 +248,13 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
             JOBS.c.status.not_in(tuple(FINAL_JOB_STATES)),
             JOBS.c.failure.is_(None),
         )
-        .values(failure=message, last_error=message)
+        # An intake still reading stops at its next batch (it no longer holds the job).
+        .values(failure=message, last_error=message, intake_lease_until=None)
     )
     if not result.rowcount:
         return False
     settle_unsent(session, job_id, Stop(ItemStatus.FAILED, message), ChunkStatus.DONE)
-    # A job failed before its intake ended has no chunk.
+    # A job is ``running`` from its intake's first stored batch: before it, it has no row.
     ended = session.connection().execute(
         update(JOBS)
         .where(JOBS.c.id == job_id, JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING)))
@@ -236,14 +278,15 @@ def cancel_job(session: Session, job_id: str) -> str | None:
                 (JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.RUNNING, JobStatus.CANCELLING)
             ),
         )
-        .values(status=JobStatus.CANCELLING)
+        # An intake still reading stops at its next batch (it no longer holds the job).
+        .values(status=JobStatus.CANCELLING, intake_lease_until=None)
     )
     if not result.rowcount:
         return None
     settle_unsent(
         session, job_id, Stop(ItemStatus.CANCELLED, CANCELLED_MESSAGE), ChunkStatus.CANCELLED
     )
-    # A job cancelled before its intake ended has nothing in flight.
+    # A job cancelled before its intake stored a row has nothing in flight.
     ended = session.connection().execute(
         update(JOBS)
         .where(JOBS.c.id == job_id, JOBS.c.total == 0, JOBS.c.status == JobStatus.CANCELLING)

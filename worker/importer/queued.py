@@ -5,6 +5,7 @@ logged and dropped); a repeated delivery of the same ``job_id`` does nothing."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def take_submit(
     options: Any,
     job_id: Any,
     unknown: dict[str, Any],
+    publish: Callable[[list[int]], None] | None = None,
 ) -> Taken:
     settings = ctx.settings
     try:
@@ -76,7 +78,7 @@ def take_submit(
     except SourceError as exc:
         _fail_intake(ctx, new_id, created, str(exc))
         return Taken(new_id)
-    result = run_intake(ctx.db, settings, new_id, message.org_id, reader, opts)
+    result = run_intake(ctx.db, settings, new_id, message.org_id, reader, opts, publish=publish)
     if result.summary is None:
         # Another delivery holds the intake (or held it and died): come back after its lease,
         # so that an intake interrupted by a killed worker is done again, not forgotten.
@@ -112,5 +114,12 @@ def _fail_intake(ctx: WorkerContext, job_id: str, created: bool, reason: str) ->
 
 def _intake_open(ctx: WorkerContext, job_id: str) -> bool:
     with ctx.db.read() as session:
-        state = session.execute(select(JOBS.c.status).where(JOBS.c.id == job_id)).scalar()
-    return state in (JobStatus.QUEUED, JobStatus.VALIDATING)
+        row = session.execute(
+            select(JOBS.c.status, JOBS.c.intake_lease_until).where(JOBS.c.id == job_id)
+        ).first()
+    if row is None:
+        return False
+    return row.status == JobStatus.QUEUED or (
+        row.status in (JobStatus.VALIDATING, JobStatus.RUNNING)
+        and row.intake_lease_until is not None
+    )

@@ -65,7 +65,8 @@ def sweep(
                 JOBS.c.intake_attempts,
                 JOBS.c.last_error,
             ).where(
-                JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING)),
+                # A running job's intake is still open while it reads the rest of the file.
+                JOBS.c.status.in_((JobStatus.QUEUED, JobStatus.VALIDATING, JobStatus.RUNNING)),
                 JOBS.c.intake_lease_until < db_epoch(),
             )
         ).all()

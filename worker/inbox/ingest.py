@@ -3,6 +3,8 @@ still the content that was claimed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import select
 
 from worker.db.models import INBOX_FILES, JOBS
@@ -17,7 +19,12 @@ from worker.settings import Settings
 log = get_logger(__name__)
 
 
-def ingest_file(db: Database, settings: Settings, job_id: str) -> IntakeResult | None:
+def ingest_file(
+    db: Database,
+    settings: Settings,
+    job_id: str,
+    publish: Callable[[list[int]], None] | None = None,
+) -> IntakeResult | None:
     """Reads the claimed file of ``job_id`` into its job; ``None`` when there is nothing to
     read (not an inbox job). A file that cannot be read, or whose content is no longer the
     claimed one, fails its job (and is then filed in ``failed/`` with the reason)."""
@@ -45,7 +52,9 @@ def ingest_file(db: Database, settings: Settings, job_id: str) -> IntakeResult |
         source.close()
         _fail(db, settings, job_id, str(exc))
         return None
-    return run_intake(db, settings, job_id, row.org_id, source, dict(row.options or {}))
+    return run_intake(
+        db, settings, job_id, row.org_id, source, dict(row.options or {}), publish=publish
+    )
 
 
 def _fail(db: Database, settings: Settings, job_id: str, reason: str) -> None:

@@ -44,9 +44,7 @@ def scan_inbox(follow_up: bool = False) -> None:
 @task("enos_import.ingest_inbox_file")
 def ingest_inbox_file(job_id: str) -> None:
     ctx = send_context()
-    result = ingest_file(ctx.db, ctx.settings, job_id)
-    if result is not None:
-        publish_chunks(result.publish)
+    ingest_file(ctx.db, ctx.settings, job_id, publish_chunks)
 
 
 @task("enos_import.inbox_job_done")

@@ -44,7 +44,9 @@ class Killed(BaseException):
     """The intake's process dying mid-file (nothing in the intake catches it)."""
 
 
-def new_job(db: Database, settings: Settings, key_mode: str | None = None) -> tuple[str, dict]:
+def new_job(
+    db: Database, settings: Settings, key_mode: str | None = None
+) -> tuple[str, dict[str, Any]]:
     job_id = str(uuid.uuid4())
     options = job_options(settings, require_secret=False, intake="task", key_mode=key_mode)
     create(db, settings, job_id, ORG, "inline", options)
@@ -55,7 +57,7 @@ def intake(
     db: Database,
     settings: Settings,
     job_id: str,
-    options: dict,
+    options: dict[str, Any],
     source: InlineSource,
     published: list[int] | None = None,
 ) -> IntakeResult:
@@ -346,11 +348,16 @@ def test_the_sweeper_takes_over_a_running_jobs_stopped_intake(db: Database) -> N
     with pytest.raises(Killed):
         intake(db, settings, job_id, options, Watched(devices, {COMMIT_ROWS + 10: kill}))
     restarted: list[str] = []
-    report = sweep(db, settings, lambda ids: None, lambda j, *rest: restarted.append(j) or True)
+
+    def restart(job: str, *rest: Any) -> bool:
+        restarted.append(job)
+        return True
+
+    report = sweep(db, settings, lambda ids: None, restart)
     assert restarted == [] and report.intakes_restarted == []  # its lease still runs
     with db.begin() as session:
         session.execute(update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=0.0))
-    report = sweep(db, settings, lambda ids: None, lambda j, *rest: restarted.append(j) or True)
+    report = sweep(db, settings, lambda ids: None, restart)
     assert restarted == [job_id] and report.intakes_restarted == [job_id]
     assert job_row(db, job_id).status == JobStatus.RUNNING  # not finished: its file is half read
 

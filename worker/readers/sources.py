@@ -12,7 +12,7 @@ stay.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from worker.readers.csv_source import CsvSource
 from worker.readers.excerpt import excerpt
 from worker.readers.json_sources import JsonLinesSource, JsonSource, too_deep
 from worker.readers.opening import OpenedFile, open_regular
-from worker.readers.xlsx_source import XlsxSource
 
 # An xlsx workbook is a zip file; every zip starts with a local file header.
 ZIP_MAGIC = b"PK\x03\x04"
@@ -48,7 +47,6 @@ __all__ = [
     "Source",
     "SourceError",
     "SourceRow",
-    "XlsxSource",
     "detect_format",
     "open_source",
 ]
@@ -66,13 +64,18 @@ SUFFIX_FORMATS = {
     ".xlsx": "xlsx",
     ".xlsm": "xlsx",
 }
-READERS: dict[
-    str, type[CsvSource] | type[JsonLinesSource] | type[JsonSource] | type[XlsxSource]
-] = {
+def _xlsx(path: Path, limits: IntakeLimits, opened: OpenedFile) -> Source:
+    # openpyxl (and numpy behind it) takes a third of a second to import: only when needed.
+    from worker.readers.xlsx_source import XlsxSource
+
+    return XlsxSource(path, limits, opened)
+
+
+READERS: dict[str, Callable[[Path, IntakeLimits, OpenedFile], Source]] = {
     "csv": CsvSource,
     "jsonl": JsonLinesSource,
     "json": JsonSource,
-    "xlsx": XlsxSource,
+    "xlsx": _xlsx,
 }
 
 

@@ -64,6 +64,8 @@ SUFFIX_FORMATS = {
     ".xlsx": "xlsx",
     ".xlsm": "xlsx",
 }
+
+
 def _xlsx(path: Path, limits: IntakeLimits, opened: OpenedFile) -> Source:
     # openpyxl (and numpy behind it) takes a third of a second to import: only when needed.
     from worker.readers.xlsx_source import XlsxSource

@@ -124,6 +124,9 @@ def job_view(db: Database, job_id: str) -> JobView | None:
         waiting = None
         if row.status not in FINAL_JOB_STATES:
             waiting = jobs.open_chunks_note(session, job_id)
+            if row.status == JobStatus.RUNNING and row.intake_lease_until is not None:
+                reading = f"the file is still being read ({row.total} rows stored so far)"
+                waiting = f"{reading}; {waiting}" if waiting else reading
     return JobView(
         job_id=row.id,
         status=row.status,

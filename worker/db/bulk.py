@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, bindparam, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.db.models import ITEMS, ItemStatus
@@ -35,17 +35,11 @@ def insert_items(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
                 for row in rows:
                     copy.write_row(row)
         return
-    table = ITEMS
-    # ``cells`` arrives as JSON text: bypass the JSON type's own serialisation.
-    params = [dict(zip(ITEM_COLUMNS, row, strict=True)) for row in rows]
-    statement = insert(table).values(cells=bindparam("cells_text", type_=Text()))
-    session.connection().execute(statement, _rename(params))
-
-
-def _rename(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for row in params:
-        row["cells_text"] = row.pop("cells")
-    return params
+    # SQLite: the driver's own executemany with the tuples as they are (SQLAlchemy would build
+    # and process a dict per row: twice the time and memory of the whole insert).
+    marks = ", ".join("?" for _ in ITEM_COLUMNS)
+    sql = f"INSERT INTO import_items ({', '.join(ITEM_COLUMNS)}) VALUES ({marks})"
+    connection.exec_driver_sql(sql, list(rows))
 
 
 OUTCOME_FIELDS = (
@@ -81,17 +75,13 @@ def update_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> Non
         document = orjson.dumps(list(outcomes)).decode()
         connection.exec_driver_sql(_PG_UPDATE_OUTCOMES, (document,))
         return
-    table = ITEMS
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("item_id"))
-        .values({name: bindparam(f"v_{name}") for name in OUTCOME_FIELDS})
+    sql = (
+        f"UPDATE import_items SET {', '.join(f'{name} = ?' for name in OUTCOME_FIELDS)}, "
+        "updated_at = CURRENT_TIMESTAMP WHERE id = ?"
     )
-    params = [
-        {"item_id": o["item_id"], **{f"v_{name}": o[name] for name in OUTCOME_FIELDS}}
-        for o in outcomes
-    ]
-    session.connection().execute(statement, params)
+    connection.exec_driver_sql(
+        sql, [(*(o[name] for name in OUTCOME_FIELDS), o["item_id"]) for o in outcomes]
+    )
 
 
 # PostgreSQL: the chunk's rows by (job_id, chunk_seq) alone, the pending ones kept here. With

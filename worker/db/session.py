@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pid = os.getpid()
+        # SQLite takes one writer at a time, and a writer that finds the file locked sleeps in
+        # steps of up to 100 ms: threads of one process (the embedded runner's senders and its
+        # intake) queue here instead, and each gets the lock the moment it is free.
+        self._writer = threading.RLock() if not self.concurrent_writers else None
 
     @property
     def concurrent_writers(self) -> bool:
@@ -70,7 +75,7 @@ class Database:
     @contextmanager
     def begin(self) -> Iterator[Session]:
         self._after_fork()
-        with self.sessions.begin() as session:
+        with self._writer or nullcontext(), self.sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -84,6 +89,8 @@ class Database:
         if os.getpid() != self._pid:
             self.engine.dispose(close=False)
             self._pid = os.getpid()
+            if self._writer is not None:
+                self._writer = threading.RLock()
 
     def dispose(self) -> None:
         self.engine.dispose()

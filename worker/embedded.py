@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ class Embedded:
     db: Database
     worker: _Worker | None = None
     thread: threading.Thread | None = None
+    next_sweep: float = 0.0
 
     def start(self) -> None:
         # The in-memory broker is polled: every 10 ms, not kombu's default of once a second,
@@ -77,7 +79,9 @@ class Embedded:
             app=app,
             hostname=f"embedded@{socket.gethostname()}",
             pool="threads",
-            concurrency=self.settings.max_concurrency,
+            # Two threads more than calls in flight (as deploy/ runs ten processes for eight):
+            # a chunk is claimed and read while others write their outcomes.
+            concurrency=self.settings.max_concurrency + 2,
             loglevel="WARNING",
             queues=[QUEUE],
             without_heartbeat=True,
@@ -98,9 +102,14 @@ class Embedded:
         self.thread.join(30)
 
     def tick(self) -> None:
-        """One sweep: what Celery beat does in a deployment."""
+        """A sweep, at most every ``SWEEP_INTERVAL_S``: what Celery beat does in a deployment.
+        Called on every poll of the job's state, which is more often."""
         from worker.tasks import publish_chunks, restart_intake
 
+        now = time.monotonic()
+        if now < self.next_sweep:
+            return
+        self.next_sweep = now + self.settings.sweep_interval_s
         sweep(self.db, self.settings, publish_chunks, restart_intake)
 
 

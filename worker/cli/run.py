@@ -70,7 +70,9 @@ def run(
             db, settings, settings.org_id, source, require_secret, key_mode, announce,
             publish_chunks,
         )  # fmt: skip
-        view = follow(db, job_id, poll_s=0.5, tick=runner.tick)
+        # The job's row is read every 0.2 s (the run ends that soon after the job); the
+        # sweep runs every SWEEP_INTERVAL_S.
+        view = follow(db, job_id, poll_s=0.2, tick=runner.tick)
     finally:
         runner.stop()
     stderr.print(summary_line(view), highlight=False)

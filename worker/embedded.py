@@ -104,7 +104,8 @@ class Embedded:
     def tick(self) -> None:
         """A sweep, at most every ``SWEEP_INTERVAL_S``: what Celery beat does in a deployment.
         Called on every poll of the job's state, which is more often."""
-        from worker.tasks import publish_chunks, restart_intake
+        from worker.publish import publish_chunks
+        from worker.tasks import restart_intake
 
         now = time.monotonic()
         if now < self.next_sweep:

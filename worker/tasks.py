@@ -18,19 +18,11 @@ from worker.importer.queued import take_submit
 from worker.importer.send import send_chunk
 from worker.importer.sweeper import sweep
 from worker.logs import get_logger
+from worker.publish import publish_chunks
 from worker.rollback.delete import delete_chunk, rollback_chunk
 from worker.runtime import send_context
 
 log = get_logger(__name__)
-
-
-def publish_chunks(ids: list[int]) -> None:
-    """Publishes "send chunk N" messages; a publish that fails is repaired by the sweeper."""
-    for chunk_id in ids:
-        try:
-            app.send_task("enos_import.send_chunk", args=[chunk_id], queue=QUEUE)
-        except Exception as exc:
-            log.warning("chunk.publish_failed", chunk_id=chunk_id, error=str(exc))
 
 
 def publish_event(name: str, queue: str, kwargs: dict[str, Any]) -> None:

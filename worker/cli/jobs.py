@@ -84,7 +84,7 @@ def submit(
     create(db, settings, job_id, settings.org_id, str(file.resolve()), options)
     click.echo(job_id)
     sys.stdout.flush()
-    from worker.tasks import publish_chunks
+    from worker.publish import publish_chunks
 
     # Each batch's chunks are published as it is committed: sending starts while reading.
     run_intake(db, settings, job_id, settings.org_id, source, options, _rows_note(), publish_chunks)
@@ -326,7 +326,7 @@ def retry(job_id: str) -> None:
     if not count:
         stderr.print(f"job {job_id}: nothing to send again", highlight=False)
         return
-    from worker.tasks import publish_chunks
+    from worker.publish import publish_chunks
 
     publish_chunks(ids)
     stderr.print(f"job {job_id}: {count} rows queued again", highlight=False)

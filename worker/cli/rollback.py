@@ -48,7 +48,7 @@ def rollback_command(job_id: str, dry_run: bool, yes: bool, wait: bool, here: bo
     new_id = _start(db, settings, job_id, dry_run, yes)
     if new_id is None:
         return
-    from worker.tasks import publish_chunks  # the broker is only needed from here on
+    from worker.publish import publish_chunks  # the broker is only needed from here on
 
     with db.begin() as session:
         publish_chunks(chunks.publish_due(session, new_id, settings.publish_window,

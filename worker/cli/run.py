@@ -64,7 +64,7 @@ def run(
             click.echo(job_id)
             sys.stdout.flush()
 
-        from worker.tasks import publish_chunks
+        from worker.publish import publish_chunks
 
         job_id, _ = start_or_resume(
             db, settings, settings.org_id, source, require_secret, key_mode, announce,

@@ -14,9 +14,6 @@ from typing import IO, Any, TextIO
 
 import orjson
 from cryptography.exceptions import InvalidTag
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -146,21 +143,25 @@ def write_csv(out: TextIO, columns: list[str], records: Iterator[dict[str, Any]]
 def write_xlsx(out: IO[bytes], columns: list[str], records: Iterator[dict[str, Any]]) -> int:
     """The export as an Excel workbook, written as a stream (openpyxl's write-only mode). Every
     cell is text, guarded like the CSV's: nothing in it is run as a formula or retyped."""
+    # openpyxl takes a third of a second to import: only when a workbook is written.
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    def text_cell(value: str) -> Any:
+        cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
+        cell.data_type = "s"  # text, even when it starts with '=' or looks like a number
+        return cell
+
     book = Workbook(write_only=True)
     sheet = book.create_sheet("results")
-    sheet.append([_text_cell(sheet, formula_guard(name)) for name in columns])
+    sheet.append([text_cell(formula_guard(name)) for name in columns])
     count = 0
     for record in records:
-        sheet.append([_text_cell(sheet, formula_guard(str(record.get(n, "")))) for n in columns])
+        sheet.append([text_cell(formula_guard(str(record.get(n, "")))) for n in columns])
         count += 1
     book.save(out)
     return count
-
-
-def _text_cell(sheet: Any, value: str) -> Cell:
-    cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
-    cell.data_type = "s"  # text, even when it starts with '=' or looks like a number
-    return cell
 
 
 def write_jsonl(out: TextIO, columns: list[str], records: Iterator[dict[str, Any]]) -> int:

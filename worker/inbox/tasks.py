@@ -9,8 +9,8 @@ from worker.inbox.filing import file_job
 from worker.inbox.ingest import ingest_file
 from worker.inbox.scan import ScanReport, scan
 from worker.logs import get_logger
+from worker.publish import publish_chunks
 from worker.runtime import send_context
-from worker.tasks import publish_chunks
 
 log = get_logger(__name__)
 

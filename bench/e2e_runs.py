@@ -135,7 +135,11 @@ def run_service(bench: Bench, label: str, path: Path, devices: int, c: Cluster) 
         rss_mb=max(mb for values in clock.by_label().values() for mb in values),
         cli_wall_s=job.wall_s,
         workers=c.pool,
-        phases=f"job created to first claim {job.intake_s:.1f} s, then sending {job.send_s:.1f} s",
+        phases=(
+            f"job created to first claim {job.intake_s:.1f} s, then sending {job.send_s:.1f} s; "
+            f"ours: workers {job.us(job.cpu.worker):.1f}, beat {job.us(job.cpu.beat):.1f}, "
+            f"submit {job.us(job.cli_cpu_s):.1f} µs/device"
+        ),
     )
 
 

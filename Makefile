@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null || echo .bootstrap/bin/uv)
 sources := $(wildcard worker tests bench migrations examples)
 
-.PHONY: install demo test test-unit test-fuzz test-faults lint fmt typecheck simulator bench bench-e2e dashboard migrate all clean
+.PHONY: install demo test test-unit test-fuzz test-faults lint fmt typecheck simulator bench bench-e2e bench-phases dashboard migrate all clean
 
 all: lint typecheck test
 
@@ -59,6 +59,10 @@ bench: install
 # The service end to end against the strong peer, the SDK loop and the embedded runner (~10 min).
 bench-e2e: install
 	$(BIN)/python -m bench.end_to_end
+
+# CPU per device of the intake and of sending, in one process (no Celery, no concurrency).
+bench-phases: install
+	$(BIN)/python -m bench.phase_cost
 
 migrate: install
 	$(BIN)/enos-import db upgrade

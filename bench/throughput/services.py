@@ -120,13 +120,15 @@ def flush_redis(url: str) -> None:
 
 
 @contextlib.contextmanager
-def simulator(workdir: Path) -> Iterator[tuple[str, Proc]]:
+def simulator(workdir: Path, faults: str = FAULTS) -> Iterator[tuple[str, Proc]]:
+    """The simulator on a loopback port, answering as the benchmarks' set-up says (``faults``:
+    its ``--faults``, the calls' latency)."""
     port = free_port()
     proc = start(
         "simulator",
         [
             str(BIN / "enos-import"), "simulator", "--host", HOST, "--port", str(port),
-            "--seed-demo", "--faults", FAULTS, "--product-cap", str(CAP), "--ou-cap", str(CAP),
+            "--seed-demo", "--faults", faults, "--product-cap", str(CAP), "--ou-cap", str(CAP),
             "--private-key-out", str(workdir / "demo-key.pem"),
         ],
         base_env(),

@@ -218,7 +218,8 @@ class Scenario:
                 step = len(EVENTS) - len(pending_events) + 1
                 if pending_events and fraction >= step / (len(EVENTS) + 2):
                     event = Event(pending_events.pop(0), now)
-                    event.affected = self._in_flight(engine, report.job_id)
+                    event.tokens = self._in_flight(engine, report.job_id)
+                    event.affected = set(event.tokens)
                     event.detail = self._inject(event.name)
                     event.at = time.monotonic()
                     report.events.append(event)
@@ -227,19 +228,21 @@ class Scenario:
         tails = "\n".join(f"--- {n}\n{w.tail()}" for n, w in self.workers.items())
         raise TimeoutError(f"job {report.job_id} did not end in time\n{tails}")
 
-    def _in_flight(self, engine: Any, job_id: str) -> set[int]:
+    def _in_flight(self, engine: Any, job_id: str) -> dict[int, int]:
+        """The chunks in flight or published, with their fencing tokens."""
         try:
             with engine.connect() as conn:
                 rows = conn.execute(
                     text(
-                        "SELECT id FROM import_chunks WHERE job_id = :id AND (status = "
-                        "'in_flight' OR (status = 'pending' AND published_at IS NOT NULL))"
+                        "SELECT id, fencing_token FROM import_chunks WHERE job_id = :id AND "
+                        "(status = 'in_flight' OR (status = 'pending' AND published_at IS NOT "
+                        "NULL))"
                     ),
                     {"id": job_id},
                 )
-                return {int(row[0]) for row in rows}
+                return {int(row[0]): int(row[1]) for row in rows}
         except Exception:
-            return set()
+            return {}
 
     def _note_recoveries(
         self, engine: Any, report: Report, now: float, final: bool = False
@@ -250,15 +253,16 @@ class Scenario:
         if final:
             for event in waiting:
                 event.done_at = now
+                event.resent_at = event.resent_at or now
             return
         ids = set().union(*(e.affected for e in waiting))
         try:
             with engine.connect() as conn:
                 still = {
-                    int(row[0])
+                    int(row[0]): int(row[1])
                     for row in conn.execute(
                         text(
-                            "SELECT id FROM import_chunks WHERE id = ANY(:ids) "
+                            "SELECT id, fencing_token FROM import_chunks WHERE id = ANY(:ids) "
                             "AND status IN ('in_flight', 'pending')"
                         ),
                         {"ids": list(ids)},
@@ -267,8 +271,13 @@ class Scenario:
         except Exception:
             return
         for event in waiting:
-            if not event.affected & still:
+            if event.resent_at is None and all(
+                still.get(chunk, token + 1) > token for chunk, token in event.tokens.items()
+            ):
+                event.resent_at = now
+            if not event.affected & set(still):
                 event.done_at = now
+                event.resent_at = event.resent_at or now
 
     def _inject(self, name: str) -> str:
         if name == "kill_child":
@@ -330,6 +339,7 @@ def main() -> int:
     for event in report.events:
         print(
             f"{event.name:20} progress {event.progress_s or float('nan'):6.1f} s  "
+            f"sent again {event.resent_s or float('nan'):6.1f} s  "
             f"recovered {event.recovery_s or float('nan'):6.1f} s  {event.detail}"
         )
     print(f"job {report.status} in {report.elapsed_s:.0f} s, rows {report.counts}, "

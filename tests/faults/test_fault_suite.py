@@ -22,6 +22,7 @@ def test_nothing_is_lost_or_created_twice_while_everything_breaks() -> None:
     assert len(report.events) == 10
     assert all(event.progress_s is not None for event in report.events)
     assert all(event.recovery_s is not None for event in report.events)
+    assert all(event.resent_s is not None for event in report.events)
     assert set(report.counts) <= {"created", "adopted", "invalid", "review"}
     assert sum(report.counts.values()) == DEVICES
     faults = report.simulator["faults"]

@@ -114,6 +114,8 @@ def test_run_killed_while_reading_its_file_reads_on_and_creates_nothing_twice(
     """The intake commits as it reads and chunks go out meanwhile: killed then, the next run
     takes the same job's intake over after the last stored line."""
     httpx.post(f"{simulator.url}/__sim/faults", json={"latency_ms": 300}).raise_for_status()
+    limits = {"product_cap": INTAKE_ROWS, "ou_cap": 2 * INTAKE_ROWS}
+    httpx.post(f"{simulator.url}/__sim/limits", json=limits).raise_for_status()
     path = workdir / "devices.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

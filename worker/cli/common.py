@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from worker.cli import verbosity
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
+from worker.db.notify import listening
 from worker.db.session import Database, database_url
-from worker.importer import jobs
+from worker.importer import events, jobs
 from worker.logs import configure
 from worker.readers.sources import FORMATS, SUFFIX_FORMATS, Source, SourceError, open_source
 from worker.settings import Settings, SettingsError, load_settings
@@ -181,7 +182,9 @@ def resolve_job_id(db: Database, given: str) -> str:
 def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> JobView:
     """Waits for the job's final state; a progress bar on stderr when it is a terminal.
 
-    ``tick`` is called on every poll (the embedded runner sweeps there).
+    ``tick`` is called on every poll (the embedded runner sweeps there). On PostgreSQL the wait
+    between two polls ends at once when a job ends (its NOTIFY), so the command returns with the
+    job, not up to a poll later.
     """
     show = sys.stderr.isatty()
     progress = Progress(
@@ -194,7 +197,7 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
         disable=not show,
         transient=False,
     )
-    with progress:
+    with progress, listening(db.engine, events.CHANNEL) as listener:
         task = progress.add_task("job", total=None, state="queued", rate="")
         next_view = 0.0
         while True:
@@ -219,7 +222,7 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
                 )
                 if view.status in FINAL_JOB_STATES:
                     return view
-            time.sleep(poll_s)
+            listener.wait(poll_s)
 
 
 def job_state(db: Database, job_id: str) -> str:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 
@@ -12,3 +17,34 @@ def notify(session: Session, channel: str, payload: str) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(select(func.pg_notify(channel, payload)))
+
+
+class Listener:
+    """Waits for a notification on one channel (PostgreSQL), or just sleeps (elsewhere)."""
+
+    def __init__(self, connection: Any | None) -> None:
+        self._connection = connection
+
+    def wait(self, timeout_s: float) -> list[str]:
+        """The payloads received within ``timeout_s`` (returns at the first one)."""
+        if self._connection is None:
+            time.sleep(timeout_s)
+            return []
+        return [n.payload for n in self._connection.notifies(timeout=timeout_s, stop_after=1)]
+
+
+@contextmanager
+def listening(engine: Engine, channel: str) -> Iterator[Listener]:
+    """A :class:`Listener` on ``channel``, on a connection of its own for as long as it is used."""
+    if engine.dialect.name != "postgresql":
+        yield Listener(None)
+        return
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        driver.autocommit = True
+        driver.execute(f"LISTEN {channel}")
+        yield Listener(driver)
+    finally:
+        raw.invalidate()  # closed, not handed back to the pool in autocommit mode

@@ -8,7 +8,6 @@ harmless. References are to Celery's issue tracker; ``docs/reliability.md`` has 
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 from celery import Celery
@@ -17,6 +16,7 @@ from celery.signals import setup_logging, worker_init
 from kombu.entity import Exchange, Queue
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from worker.host import tune_collector
 from worker.logs import configure as configure_logging
 from worker.settings import Settings, get_settings
 
@@ -147,16 +147,6 @@ def _logging(**_: Any) -> None:
     transport_warnings(settings)
 
 
-# The collector's first generation holds this many new objects before it runs (default 700).
-GC_THRESHOLDS = (10_000, 50, 100)
-
-
 @worker_init.connect
 def _collector(**_: Any) -> None:
-    """A worker makes about ten container objects per device (answers, outcomes, rows) and keeps
-    none of them, next to a few hundred thousand long-lived objects from start-up. Those are
-    frozen (the collector never walks them again; prefork children inherit that), and a larger
-    first generation lets a chunk's objects die young instead of being promoted and walked by
-    full collections: about 15% less CPU per chunk (measured sending chunks in one process)."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_collector()

@@ -39,6 +39,7 @@ from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database
 from worker.db.views import JOB_STATUS_COLUMNS
 from worker.enos.secret_box import Opener
+from worker.host import tune_collector
 from worker.importer import chunks, jobs
 from worker.importer import results as export
 from worker.importer.submit import create, job_options, run_intake
@@ -86,6 +87,7 @@ def submit(
     sys.stdout.flush()
     from worker.publish import publish_chunks
 
+    tune_collector()
     # Each batch's chunks are published as it is committed: sending starts while reading.
     run_intake(db, settings, job_id, settings.org_id, source, options, _rows_note(), publish_chunks)
     view = require_job(db, job_id)

@@ -21,7 +21,7 @@ from worker.cli.common import (
 )
 from worker.cli.verbosity import VERBOSE_OPTION
 from worker.embedded import Embedded, embedded_settings, open_embedded_database, start_or_resume
-from worker.host import one_malloc_arena
+from worker.host import one_malloc_arena, tune_collector
 
 
 @click.command()
@@ -46,6 +46,7 @@ def run(
     """Import FILE in this process: a real Celery worker on an embedded broker, the database of
     ENOS_IMPORT_DATABASE_URL or a local SQLite file. Run again after a crash, it resumes."""
     one_malloc_arena()  # before the sending threads start
+    tune_collector()
     settings = embedded_settings(
         settings_from(
             org_id=org_id,

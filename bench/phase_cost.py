@@ -28,6 +28,7 @@ from worker.db.migrate import upgrade
 from worker.db.session import Database
 from worker.importer.budget import LocalBudget
 from worker.importer.send import send_chunk
+from worker.logs import configure as configure_logging
 from worker.importer.submit import create, job_options, run_intake
 from worker.readers.sources import open_source
 from worker.runtime import make_client
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    configure_logging("WARNING", "console")  # one line per round, not one per chunk
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {DATABASE}"))

@@ -28,8 +28,8 @@ from worker.db.migrate import upgrade
 from worker.db.session import Database
 from worker.importer.budget import LocalBudget
 from worker.importer.send import send_chunk
-from worker.logs import configure as configure_logging
 from worker.importer.submit import create, job_options, run_intake
+from worker.logs import configure as configure_logging
 from worker.readers.sources import open_source
 from worker.runtime import make_client
 from worker.settings import Settings

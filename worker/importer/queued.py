@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from worker.context import WorkerContext
 from worker.db.models import JOBS, JobStatus
-from worker.importer import boundary, jobs
+from worker.importer import boundary, intake_lease, jobs
 from worker.importer.submit import create, job_options, run_intake
 from worker.logs import get_logger
 from worker.readers.base import Source
@@ -107,7 +107,7 @@ def _fail_intake(ctx: WorkerContext, job_id: str, created: bool, reason: str) ->
     """The source cannot be opened: the job fails, unless another delivery is reading it now
     (a repeated delivery must not touch the intake the first one holds)."""
     with ctx.db.begin() as session:
-        if jobs.claim_intake(session, job_id, ctx.settings.lease_s) is not None or created:
+        if intake_lease.claim_intake(session, job_id, ctx.settings.lease_s) is not None or created:
             jobs.fail_job(session, job_id, reason)
     log.warning("intake.source_failed", job_id=job_id, error=reason)
 

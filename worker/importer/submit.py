@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from worker.db.models import CHUNKS, ITEMS, ItemStatus
 from worker.db.session import Database
-from worker.importer import chunks, jobs
+from worker.importer import chunks, intake_lease, jobs
 from worker.importer.intake import (
     REPEAT_MARK,
     Batch,
@@ -57,7 +57,7 @@ def create(
         created = jobs.create_job(session, job_id, org_id, label, options)
         if created:
             # The intake must start within a lease, or the sweeper takes the job back.
-            jobs.claim_intake_deadline(session, job_id, settings.lease_s)
+            intake_lease.claim_intake_deadline(session, job_id, settings.lease_s)
     return created
 
 
@@ -76,7 +76,7 @@ def run_intake(
     result): the first chunks are sent while the rest of the file is read. An intake that was
     stopped resumes after the last line its job stored."""
     with db.begin() as session:
-        token = jobs.claim_intake(session, job_id, settings.lease_s)
+        token = intake_lease.claim_intake(session, job_id, settings.lease_s)
     if token is None:
         log.info("intake.skipped", job_id=job_id)
         source.close()
@@ -90,7 +90,9 @@ def run_intake(
             publish(ids)
 
     try:
-        summary = _stream(db, settings, job_id, token, org_id, source, options, progress, hand_over)
+        summary = _Streaming(
+            db, settings, job_id, token, org_id, source, options, progress, hand_over
+        ).run()
     except _FencedOut:
         log.warning("intake.fenced_out", job_id=job_id)
         return IntakeResult(job_id, None, published)
@@ -98,7 +100,7 @@ def run_intake(
         # The file changed under its one handle (or since an earlier intake of the job read
         # it): nothing more of it is kept, and the job fails if this intake still holds it.
         with db.begin() as session:
-            if jobs.holds_intake(session, job_id, token):
+            if intake_lease.holds_intake(session, job_id, token):
                 jobs.fail_job(session, job_id, str(exc))
         log.warning("intake.source_failed", job_id=job_id, error=str(exc))
         return IntakeResult(job_id, IntakeSummary(error=str(exc)), published)
@@ -125,80 +127,108 @@ MAX_BATCH_ROWS = 2 * COMMIT_ROWS
 COMMIT_AFTER_S = 0.5
 
 
-def _stream(
-    db: Database,
-    settings: Settings,
-    job_id: str,
-    token: int,
-    org_id: str,
-    source: Source,
-    options: dict[str, Any],
-    progress: Callable[[int], None] | None,
-    publish: Callable[[list[int]], None],
-) -> IntakeSummary:
-    batch_size = int(options.get("batch_size") or settings.batch_size)
-    key_mode = str(options.get("key_mode") or settings.key_mode)
-    content_sha256 = source.sha256()
-    keys = KeyIndex()
-    with db.begin() as session:
-        resume_after, read_before = jobs.intake_resume_point(session, job_id)
-        summary = _stored_so_far(session, job_id) if resume_after else IntakeSummary()
-        if resume_after:
-            keys.load(session, job_id)
-    if read_before is not None and read_before != content_sha256:
-        raise SourceError(
-            f"{source.name}: the file changed since its intake began (line {resume_after} "
-            "was stored); submit it again as a new job"
-        )
-    if resume_after:
-        log.info("intake.resumed", job_id=job_id, after_line=resume_after)
-    target = batch_size
-    batch = Batch()
-    started = time.monotonic()
+class _Streaming:
+    """One intake's read of its file: rows prepared in order, batches committed as they fill."""
 
-    def commit(final: bool) -> None:
-        nonlocal batch, target, started
-        with db.begin() as session:
-            if batch.rows and not jobs.store_intake_batch(
-                session, job_id, token, len(batch.rows), batch.last_line, settings.lease_s,
-                content_sha256,
-            ):  # fmt: skip
-                raise _FencedOut
-            batch.resolve(session, job_id, keys)
-            summary.chunks += store_batch(session, job_id, batch, batch_size)
-            summary.rows += len(batch.rows)
-            summary.valid += batch.valid
-            summary.invalid += batch.invalid + batch.duplicates
-            summary.duplicates += batch.duplicates
-            if final:
-                if source.error is not None:
-                    summary.error = f"{source.name}: {source.error}"
-                if not jobs.complete_intake(
-                    session, job_id, token, summary, source.columns, content_sha256
-                ):
-                    raise _FencedOut
-            ids = chunks.publish_due(
-                session, job_id, settings.publish_window, settings.republish_after_s
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        job_id: str,
+        token: int,
+        org_id: str,
+        source: Source,
+        options: dict[str, Any],
+        progress: Callable[[int], None] | None,
+        publish: Callable[[list[int]], None],
+    ) -> None:
+        self.db, self.settings, self.job_id, self.token = db, settings, job_id, token
+        self.org_id, self.source, self.progress, self.publish = org_id, source, progress, publish
+        self.batch_size = int(options.get("batch_size") or settings.batch_size)
+        self.key_mode = str(options.get("key_mode") or settings.key_mode)
+        self.content_sha256 = ""
+        self.keys = KeyIndex()
+        self.summary = IntakeSummary()
+        self.batch = Batch()
+        self.target = self.batch_size  # the first commit: one chunk
+        self.started = time.monotonic()
+
+    def run(self) -> IntakeSummary:
+        resume_after = self._resume()
+        for row in self.source.rows():
+            if row.line <= resume_after:
+                continue  # stored by an earlier intake of this job
+            prepared = prepare_row(row, self.org_id, self.content_sha256, self.key_mode)
+            valid_before = self.batch.valid
+            self.batch.add(self.job_id, row, prepared, self.keys)
+            if self._due(added_valid=self.batch.valid != valid_before):
+                self._commit(final=False)
+        self._commit(final=True)
+        return self.summary
+
+    def _resume(self) -> int:
+        """Hashes the file (through its one handle, before a row is read) and picks up what an
+        earlier intake of the job stored; returns the last line it stored (0: none)."""
+        self.content_sha256 = self.source.sha256()
+        with self.db.begin() as session:
+            resume_after, read_before = intake_lease.intake_resume_point(session, self.job_id)
+            if resume_after:
+                self.summary = _stored_so_far(session, self.job_id)
+                self.keys.load(session, self.job_id)
+        if read_before is not None and read_before != self.content_sha256:
+            raise SourceError(
+                f"{self.source.name}: the file changed since its intake began (line "
+                f"{resume_after} was stored); submit it again as a new job"
             )
-        publish(ids)
-        if progress is not None:
-            progress(summary.rows)
-        batch = Batch()
-        target = max(batch_size, COMMIT_ROWS // batch_size * batch_size)
-        started = time.monotonic()
+        if resume_after:
+            log.info("intake.resumed", job_id=self.job_id, after_line=resume_after)
+        return resume_after
 
-    for row in source.rows():
-        if row.line <= resume_after:
-            continue  # stored by an earlier intake of this job
-        valid_before = batch.valid
-        batch.add(job_id, row, prepare_row(row, org_id, content_sha256, key_mode), keys)
-        if batch.valid != valid_before and batch.valid % batch_size == 0:
-            if batch.valid >= target or time.monotonic() - started >= COMMIT_AFTER_S:
-                commit(final=False)
-        elif len(batch.rows) >= MAX_BATCH_ROWS:
-            commit(final=False)
-    commit(final=True)
-    return summary
+    def _due(self, added_valid: bool) -> bool:
+        """A batch is committed at a chunk's end once it holds its target (or has taken
+        ``COMMIT_AFTER_S``), or when invalid rows fill it."""
+        batch = self.batch
+        if added_valid and batch.valid % self.batch_size == 0:
+            return batch.valid >= self.target or time.monotonic() - self.started >= COMMIT_AFTER_S
+        return len(batch.rows) >= MAX_BATCH_ROWS
+
+    def _commit(self, final: bool) -> None:
+        with self.db.begin() as session:
+            self._write(session, final)
+            ids = chunks.publish_due(
+                session, self.job_id, self.settings.publish_window,
+                self.settings.republish_after_s,
+            )  # fmt: skip
+        self.publish(ids)
+        if self.progress is not None:
+            self.progress(self.summary.rows)
+        self.batch = Batch()
+        self.target = max(self.batch_size, COMMIT_ROWS // self.batch_size * self.batch_size)
+        self.started = time.monotonic()
+
+    def _write(self, session: Any, final: bool) -> None:
+        """The batch, its chunks and the job's intake record, fenced by the intake token; the
+        last one also ends the intake."""
+        batch, summary, job_id = self.batch, self.summary, self.job_id
+        if batch.rows and not intake_lease.store_intake_batch(
+            session, job_id, self.token, len(batch.rows), batch.last_line,
+            self.settings.lease_s, self.content_sha256,
+        ):  # fmt: skip
+            raise _FencedOut
+        batch.resolve(session, job_id, self.keys)
+        summary.chunks += store_batch(session, job_id, batch, self.batch_size)
+        summary.rows += len(batch.rows)
+        summary.valid += batch.valid
+        summary.invalid += batch.invalid + batch.duplicates
+        summary.duplicates += batch.duplicates
+        if not final:
+            return
+        if self.source.error is not None:
+            summary.error = f"{self.source.name}: {self.source.error}"
+        if not intake_lease.complete_intake(
+            session, job_id, self.token, summary, self.source.columns, self.content_sha256
+        ):
+            raise _FencedOut
 
 
 def _stored_so_far(session: Any, job_id: str) -> IntakeSummary:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from worker.db.models import INBOX_FILES, JOBS
 from worker.db.session import Database
-from worker.importer import jobs
+from worker.importer import intake_lease, jobs
 from worker.importer.submit import IntakeResult, run_intake
 from worker.inbox.filing import inbox_root
 from worker.logs import get_logger
@@ -60,6 +60,6 @@ def ingest_file(
 def _fail(db: Database, settings: Settings, job_id: str, reason: str) -> None:
     """Fails the job, unless another delivery is reading the file now."""
     with db.begin() as session:
-        if jobs.claim_intake(session, job_id, settings.lease_s) is not None:
+        if intake_lease.claim_intake(session, job_id, settings.lease_s) is not None:
             jobs.fail_job(session, job_id, reason)
     log.warning("inbox.intake_failed", job_id=job_id, error=reason)

@@ -25,7 +25,7 @@ from worker.db.clock import db_epoch
 from worker.db.models import INBOX_FILES, SIGHTINGS
 from worker.db.session import Database
 from worker.db.upsert import insert_ignore, upsert
-from worker.importer import boundary, jobs
+from worker.importer import boundary, intake_lease, jobs
 from worker.importer.submit import job_options
 from worker.inbox import filing, folders
 from worker.inbox.filing import CLAIMED, DUPLICATE, IN_PROGRESS, REFUSED, inbox_root
@@ -248,7 +248,7 @@ def _claim_in(
     )
     options["source_kind"] = "inbox"
     jobs.create_job(session, job_id, org_id, f"inbox:{org_id}/{name}", options)
-    jobs.claim_intake_deadline(session, job_id, settings.lease_s)
+    intake_lease.claim_intake_deadline(session, job_id, settings.lease_s)
     session.execute(update(INBOX_FILES).where(INBOX_FILES.c.id == row_id).values(job_id=job_id))
     session.execute(delete(SIGHTINGS).where(SIGHTINGS.c.org_id == org_id, SIGHTINGS.c.name == name))
     return None

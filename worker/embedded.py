@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,7 +185,7 @@ def start_or_resume(
     require_secret: bool,
     key_mode: str | None,
     announce: Any,
-    publish: Any,
+    publish: Callable[[list[int]], None],
 ) -> tuple[str, IntakeResult | None]:
     """The job id (announced as soon as it exists) and the intake's result (None: resumed with
     its file already read). Chunks are handed to ``publish`` as the intake commits them."""

@@ -44,6 +44,16 @@ class Killed(BaseException):
     """The intake's process dying mid-file (nothing in the intake catches it)."""
 
 
+def kill() -> None:
+    raise Killed
+
+
+def expire_intake(db: Database, job_id: str) -> None:
+    """The intake's lease runs out (its holder died)."""
+    with db.begin() as session:
+        session.execute(update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=0.0))
+
+
 def new_job(
     db: Database, settings: Settings, key_mode: str | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -196,9 +206,6 @@ def test_a_killed_intake_resumes_without_a_duplicate(db: Database) -> None:
         devices[n] = device(f"given-{n % 1000:05d}")  # repeats from 1,000 rows on
     devices[count - 3] = {"productKey": "pk-meter"}  # invalid (no deviceName)
 
-    def kill() -> None:
-        raise Killed
-
     with pytest.raises(Killed):
         intake(
             db,
@@ -213,8 +220,7 @@ def test_a_killed_intake_resumes_without_a_duplicate(db: Database) -> None:
     stored_before = len(item_rows(db, job_id))
     assert stored_before == stopped.intake_line == stopped.total
     # Its lease runs out; a new delivery takes the intake over and reads on.
-    with db.begin() as session:
-        session.execute(update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=0.0))
+    expire_intake(db, job_id)
     result = intake(db, settings, job_id, options, InlineSource(copy.deepcopy(devices)))
     assert result.summary is not None
     assert result.summary.rows == count
@@ -244,13 +250,9 @@ def test_a_file_changed_before_its_intake_resumed_fails_the_job(db: Database) ->
     job_id, options = new_job(db, settings)
     devices = [device(f"c-{n:05d}") for n in range(2 * COMMIT_ROWS)]
 
-    def kill() -> None:
-        raise Killed
-
     with pytest.raises(Killed):
         intake(db, settings, job_id, options, Watched(devices, {COMMIT_ROWS + 10: kill}))
-    with db.begin() as session:
-        session.execute(update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=0.0))
+    expire_intake(db, job_id)
     devices[-1] = device("c-changed")
     result = intake(db, settings, job_id, options, InlineSource(devices))
     assert result.summary is not None and "changed since its intake began" in str(
@@ -342,9 +344,6 @@ def test_the_sweeper_takes_over_a_running_jobs_stopped_intake(db: Database) -> N
     job_id, options = new_job(db, settings)
     devices = [device(f"w-{n:05d}") for n in range(2 * COMMIT_ROWS)]
 
-    def kill() -> None:
-        raise Killed
-
     with pytest.raises(Killed):
         intake(db, settings, job_id, options, Watched(devices, {COMMIT_ROWS + 10: kill}))
     restarted: list[str] = []
@@ -355,8 +354,7 @@ def test_the_sweeper_takes_over_a_running_jobs_stopped_intake(db: Database) -> N
 
     report = sweep(db, settings, lambda ids: None, restart)
     assert restarted == [] and report.intakes_restarted == []  # its lease still runs
-    with db.begin() as session:
-        session.execute(update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=0.0))
+    expire_intake(db, job_id)
     report = sweep(db, settings, lambda ids: None, restart)
     assert restarted == [job_id] and report.intakes_restarted == [job_id]
     assert job_row(db, job_id).status == JobStatus.RUNNING  # not finished: its file is half read
@@ -372,8 +370,7 @@ def test_an_intake_renews_its_lease_with_every_batch(db: Database) -> None:
         leases.append(float(job_row(db, job_id).intake_lease_until))
 
     hooks = dict.fromkeys((COMMIT_ROWS + 1, 2 * COMMIT_ROWS + 1, 3 * COMMIT_ROWS), look)
-    with db.begin() as session:  # the lease the intake starts with is nearly over
-        session.execute(update(JOBS).where(JOBS.c.id == job_id).values(intake_lease_until=0.0))
+    expire_intake(db, job_id)  # the lease the intake starts with is already over
     intake(db, settings, job_id, options, Watched(devices, hooks))
     assert leases == sorted(leases) and len(set(leases)) == 3
 

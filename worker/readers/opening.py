@@ -40,6 +40,7 @@ class OpenedFile:
     opened: os.stat_result
 
     def __post_init__(self) -> None:
+        self._sha256: str | None = None
         # A reader dropped without close() (a test, an error path) releases its descriptor
         # when collected, quietly: holding it open between hashing and reading is the point.
         weakref.finalize(self, self.handle.close)
@@ -73,14 +74,19 @@ class OpenedFile:
             )
 
     def sha256(self) -> str:
-        """The content hash, read through this handle; refused if the file changed."""
+        """The content hash, read through this handle once (the runner that finds a job to
+        resume by it and the intake both ask); refused if the file changed. Reading the rows
+        checks again that the file did not change since."""
+        if self._sha256 is not None:
+            return self._sha256
         digest = hashlib.sha256()
         handle, size = self.rewound(), 0
         while block := handle.read(1 << 20):
             digest.update(block)
             size += len(block)
         self.check_unchanged(size)
-        return digest.hexdigest()
+        self._sha256 = digest.hexdigest()
+        return self._sha256
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -130,9 +130,14 @@ class InlineSource(Source):
         self.name = "inline"
         self.devices = devices
         self.limits = limits or IntakeLimits()
+        self._sha256: str | None = None
 
     def sha256(self) -> str:
-        return hashlib.sha256(orjson.dumps(self.devices, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        # Taken once, before the rows are read: reading writes derived keys into the devices.
+        if self._sha256 is None:
+            dumped = orjson.dumps(self.devices, option=orjson.OPT_SORT_KEYS)
+            self._sha256 = hashlib.sha256(dumped).hexdigest()
+        return self._sha256
 
     def rows(self) -> Iterator[SourceRow]:
         self._add_columns(LEADING_COLUMNS)

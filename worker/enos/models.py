@@ -67,7 +67,8 @@ _CODE_KINDS: dict[int, ItemKind] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per device of every answer, and a frozen one costs twice as much.
+@dataclass(slots=True)
 class ItemResult:
     """The answer for one device of a batch, matched to the request by position."""
 

@@ -63,7 +63,35 @@ def _iana_zones() -> frozenset[str]:
 
 def is_valid_timezone(value: str) -> bool:
     """A UTC offset ``±HH:MM`` (no DST) or an IANA zone name such as ``America/Los_Angeles``."""
-    return UTC_OFFSET_RE.fullmatch(value) is not None or value in _iana_zones()
+    if value in _GOOD_ZONES:
+        return True
+    valid = UTC_OFFSET_RE.fullmatch(value) is not None or value in _iana_zones()
+    if valid:
+        _remember(_GOOD_ZONES, value)
+    return valid
+
+
+# Names that passed their rule, so that a file's 100,000 rows with the same few tag keys,
+# attribute ids and zones do not run the same regular expression 100,000 times. Bounded: a
+# hostile file with a new name on every row only stops being remembered.
+_GOOD_ZONES: set[str] = set()
+_GOOD_TAG_KEYS: set[str] = set()
+_GOOD_ATTRIBUTE_IDS: set[str] = set()
+_REMEMBERED = 4096
+
+
+def _remember(good: set[str], name: str) -> None:
+    if len(good) < _REMEMBERED:
+        good.add(name)
+
+
+def _valid_name(good: set[str], pattern: re.Pattern[str], name: str) -> bool:
+    if name in good:
+        return True
+    if pattern.fullmatch(name) is None:
+        return False
+    _remember(good, name)
+    return True
 
 
 def is_valid_device_key(value: str) -> bool:
@@ -170,7 +198,7 @@ def _check_attributes(attributes: Any, problems: list[Problem]) -> None:
         )
     for key, value in attributes.items():
         # The field path (deviceAttributes.<key>) is only built for a problem.
-        if ATTRIBUTE_ID_RE.fullmatch(key) is None:
+        if not _valid_name(_GOOD_ATTRIBUTE_IDS, ATTRIBUTE_ID_RE, key):
             problems.append(
                 Problem(
                     f"deviceAttributes.{key}",
@@ -205,7 +233,7 @@ def _check_tags(tags: Any, problems: list[Problem]) -> None:
         problems.append(Problem("deviceTags", f"has {len(tags)} tags, at most {MAX_TAGS}"))
     for key, value in tags.items():
         # The field path (deviceTags.<key>) is only built for a problem.
-        if TAG_KEY_RE.fullmatch(key) is None:
+        if not _valid_name(_GOOD_TAG_KEYS, TAG_KEY_RE, key):
             problems.append(
                 Problem(
                     f"deviceTags.{key}", "tag key must be 1-50 letters, digits, '_', '/' or '-'"

@@ -6,19 +6,19 @@ chunks are cut to a size known to pass before they are sent, instead of being re
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, update
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from worker.db.clock import greatest, least
-from worker.db.models import OrgBatchLimit
+from worker.db.models import BATCH_LIMITS
 from worker.db.upsert import upsert
 
 
 def record(session: Session, org_id: str, ok_size: int | None, refused_size: int | None) -> None:
     """Remembers a batch size that passed, or one refused with 99400."""
-    table = cast(Table, OrgBatchLimit.__table__)
+    table = BATCH_LIMITS
     current = table.c
 
     def merged(excluded: Any) -> dict[str, Any]:

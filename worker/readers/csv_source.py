@@ -85,7 +85,7 @@ class CsvSource(_FileSource):
                 yield SourceRow(start, {}, None, [problem])
                 continue
             last_line = reader.line_num
-            if not cells or all(not c.strip() for c in cells):
+            if not "".join(cells).strip():  # no cells, or only blank ones
                 lines.forget(last_line)
                 continue
             if not self._check_rows(count, start):

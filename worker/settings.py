@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     lease_s: float = Field(
         default=40.0,
         gt=0,
-        description="How long a claimed chunk is ours; renewed before each call (> connect + "
-        "read timeout). A dead worker's chunks are sent again about this long after it died.",
+        description="How long a claimed chunk is ours; renewed before a call the claim's lease "
+        "no longer covers (> connect + read timeout). A dead worker's chunks are sent again "
+        "about this long after it died.",
     )
     visibility_timeout_s: float = Field(
         default=3600.0, gt=0, description="Redis redelivers an unacked message after this."

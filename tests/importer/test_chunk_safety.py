@@ -57,6 +57,7 @@ def test_a_chunk_taken_over_while_it_waited_for_its_call_is_not_sent(
     assert start is not None
     # The lease ran out while this attempt waited (for its rate budget slot, say), and another
     # worker took the chunk over: the renewal before the call fails, and no call is made.
+    start.claimed_at -= ctx.settings.lease_s
     with ctx.db.begin() as session:
         session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=0))
         assert chunks.claim(session, chunk_id, "w:2", ctx.settings.lease_s) is not None
@@ -76,12 +77,33 @@ def test_the_lease_is_renewed_right_before_the_call(ctx: WorkerContext) -> None:
             update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(lease_expires_at=db_epoch() + 1)
         )
     assert start is not None
+    start.claimed_at -= ctx.settings.lease_s - 1
     send.attempt(ctx, start)
     with ctx.db.read() as session:
         left = session.execute(
             select(CHUNKS.c.lease_expires_at - db_epoch()).where(CHUNKS.c.id == chunk_id)
         ).scalar_one()
     assert left > ctx.settings.lease_s - 5
+
+
+def test_a_fresh_claim_calls_without_renewing_its_lease(ctx: WorkerContext, sim_app) -> None:
+    started = start_job(ctx.db, ctx.settings, meters(1, 2))
+    chunk_id = started.publish[0]
+    with ctx.db.begin() as session:
+        start = send._start(session, ctx.settings, chunk_id, "w:1")
+    assert start is not None
+    with ctx.db.read() as session:
+        claimed = session.execute(
+            select(CHUNKS.c.lease_expires_at).where(CHUNKS.c.id == chunk_id)
+        ).scalar_one()
+    send.attempt(ctx, start)
+    assert sim_app.state.api.stats.calls == 1
+    with ctx.db.read() as session:
+        after = session.execute(
+            select(CHUNKS.c.lease_expires_at).where(CHUNKS.c.id == chunk_id)
+        ).scalar_one()
+    # The claim's lease still covered the call with room to spare: no second write.
+    assert after == claimed
 
 
 def test_a_database_error_in_the_commit_gives_the_chunk_back(

@@ -59,6 +59,8 @@ class Start:
     full: dict[str, str]  # the job's full products → EnOS's message
     refused: int | None
     largest_ok: int
+    # This process's clock just before the claim: the lease runs at least ``lease_s`` from it.
+    claimed_at: float = field(default_factory=time.monotonic)
 
 
 def send_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
@@ -101,6 +103,7 @@ def send_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
 
 
 def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> Start | None:
+    claimed_at = time.monotonic()
     claim = chunks.claim(session, chunk_id, owner, settings.lease_s)
     if claim is None:
         return None
@@ -130,6 +133,7 @@ def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> S
         full=full,
         refused=job.smallest_refused,
         largest_ok=job.largest_ok or 0,
+        claimed_at=claimed_at,
     )
 
 
@@ -185,13 +189,15 @@ def _look_up_first(ctx: WorkerContext, start: Start, answers: Answers) -> None:
 def _call(ctx: WorkerContext, start: Start, todo: list[PendingItem], plan: Plan) -> None:
     answers = plan.answers
     with ctx.budget.slot(start.org_id):
-        # The lease is renewed right before the call, so the call (connect + read timeout, less
-        # than the lease) ends before anyone may take the chunk over; a chunk taken over while
-        # this attempt waited for its slot is not sent by this attempt.
-        with ctx.db.begin() as session:
-            if not chunks.renew(session, start.claim, ctx.settings.lease_s):
-                plan.error = plan.fenced_out = "the chunk was taken over before the call"
-                return
+        # The call (connect + read timeout, less than the lease) must end before anyone may
+        # take the chunk over: unless the claim's own lease still covers it with room to spare,
+        # it is renewed right before the call, and a chunk taken over while this attempt
+        # waited (for its slot, say) is not sent by this attempt.
+        if not _lease_covers_call(ctx.settings, start):
+            with ctx.db.begin() as session:
+                if not chunks.renew(session, start.claim, ctx.settings.lease_s):
+                    plan.error = plan.fenced_out = "the chunk was taken over before the call"
+                    return
         answers.sent.update(item.id for item in todo)
         called = time.perf_counter()
         result = ctx.client.batch_create(
@@ -211,6 +217,17 @@ def _call(ctx: WorkerContext, start: Start, todo: list[PendingItem], plan: Plan)
         plan.delay = ctx.settings.reconcile_delay_s
         plan.reconcile_next = True
     answers.resolve_existing(ctx.client, start.org_id, exists)
+
+
+def _lease_covers_call(settings: Settings, start: Start) -> bool:
+    """Whether the lease taken at the claim outlasts a call started now, with half the lease's
+    slack over a call's longest time to spare (5 s by default): a fresh claim needs no second
+    write before its call. The lease ran from the claim's database time, which is later than
+    ``claimed_at`` on this process's clock, and nobody may take a chunk over before its lease
+    ends."""
+    call_s = settings.connect_timeout_s + settings.read_timeout_s
+    spare = (settings.lease_s - call_s) / 2
+    return time.monotonic() - start.claimed_at + call_s + spare <= settings.lease_s
 
 
 def _read_error(ctx: WorkerContext, start: Start, plan: Plan, exc: errors.EnosError) -> None:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import select, text, update
 
@@ -388,3 +389,38 @@ def test_source_errors_after_stored_batches_fail_the_job_by_the_rule(db: Databas
     job = job_row(db, job_id)
     assert job.status == JobStatus.FAILED and "replaced" in job.last_error
     assert job.total == len(item_rows(db, job_id)) > 0
+
+
+def test_rows_are_stored_as_the_database_reads_them(db: Database) -> None:
+    """The bulk write keeps every column's own type: ``cells`` is a JSON object (not a JSON
+    string holding one), the payload is the CreateOption's JSON text, keys and states as text."""
+    settings = fast_settings(batch_size=10)
+    job_id, options = new_job(db, settings)
+    devices = [device(f"t-{n:03d}") for n in range(3)] + [{"deviceKey": "t-bad"}]
+    intake(db, settings, job_id, options, InlineSource(devices))
+    with db.read() as session:
+        if db.engine.dialect.name == "postgresql":
+            kinds = session.execute(
+                text("SELECT DISTINCT json_typeof(cells) FROM import_items WHERE job_id = :j"),
+                {"j": job_id},
+            ).scalars()
+            assert set(kinds) == {"object"}
+        rows = session.execute(
+            select(
+                ITEMS.c.line_no, ITEMS.c.device_key, ITEMS.c.key_source, ITEMS.c.status,
+                ITEMS.c.payload, ITEMS.c.cells, ITEMS.c.attempts, ITEMS.c.retryable,
+            )
+            .where(ITEMS.c.job_id == job_id)
+            .order_by(ITEMS.c.line_no)
+        ).all()  # fmt: skip
+    first = rows[0]
+    assert (first.device_key, first.key_source, first.status) == ("t-000", "file", "pending")
+    assert orjson.loads(first.payload) == devices[0]
+    assert first.cells == {
+        "productKey": "pk-meter", "deviceName": "Device t-000", "timezone": "+08:00",
+        "deviceKey": "t-000",
+    }  # fmt: skip
+    assert (first.attempts, first.retryable) == (0, False)
+    bad = rows[-1]
+    assert bad.status == ItemStatus.INVALID and bad.payload is None
+    assert bad.cells == {"deviceKey": "t-bad"}

@@ -21,10 +21,12 @@ ITEM_COLUMNS = (
 )  # fmt: skip
 
 
-# The PostgreSQL types of ``ITEM_COLUMNS`` as binary COPY sends them (varchar takes text's).
+# How binary COPY sends ``ITEM_COLUMNS``: strings as text, whatever the column (varchar, and
+# ``cells``, JSON already: the binary form of json is its text, where psycopg's json dumper
+# would encode the string once more, as a JSON string).
 _ITEM_COPY_TYPES = (
     "text", "int4", "int4", "text", "text", "text", "text",
-    "json", "text", "int4", "text", "int4", "bool",
+    "text", "text", "int4", "text", "int4", "bool",
 )  # fmt: skip
 
 

@@ -40,7 +40,7 @@ class IntakeSummary:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per row, and a frozen one costs twice as much
 class Prepared:
     line: int
     product_key: str | None

@@ -66,10 +66,12 @@ class CsvSource(_FileSource):
         width: int,
     ) -> Iterator[SourceRow]:
         count = 0
+        max_rows = self.limits.max_rows
         last_line = reader.line_num
+        new_record, problems_of = lines.new_record, lines.problems
         while True:
             start = last_line + 1
-            lines.new_record()
+            new_record()
             try:
                 cells = next(reader)
             except StopIteration:
@@ -78,7 +80,7 @@ class CsvSource(_FileSource):
                 last_line = reader.line_num
                 lines.forget(last_line)
                 # An unreadable record is a row too: MAX_ROWS bounds every row a file yields.
-                if not self._check_rows(count, start):
+                if count >= max_rows and not self._check_rows(count, start):
                     return
                 count += 1
                 problem = _record_error(exc, start, last_line, self.limits.max_field_chars)
@@ -88,10 +90,10 @@ class CsvSource(_FileSource):
             if not "".join(cells).strip():  # no cells, or only blank ones
                 lines.forget(last_line)
                 continue
-            if not self._check_rows(count, start):
+            if count >= max_rows and not self._check_rows(count, start):
                 return
             count += 1
-            problems = lines.problems(start, last_line)
+            problems = problems_of(start, last_line)
             if len(cells) > width:
                 problems.append(
                     f"line {start}: has {len(cells)} cells, the header has {width} columns"

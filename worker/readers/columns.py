@@ -83,9 +83,13 @@ def typed_attribute(value: str) -> Any:
     return value
 
 
-def option_from_cells(columns: list[Column], cells: list[str]) -> dict[str, Any]:
-    """The CreateOption of one CSV row; empty cells are absent fields."""
+def option_and_cells(
+    columns: list[Column], cells: list[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The CreateOption of one CSV row, and the row's non-empty cells by column name, made in
+    one pass; empty cells are absent fields."""
     option: dict[str, Any] = {}
+    named: dict[str, str] = {}
     width = len(cells)
     name: dict[str, Any] | None = None
     attributes: dict[str, Any] | None = None
@@ -94,6 +98,7 @@ def option_from_cells(columns: list[Column], cells: list[str]) -> dict[str, Any]
         index = column.index
         if index >= width or not (value := cells[index]):
             continue
+        named[column.name] = value
         kind = column.kind
         if kind == "field":
             if column.key != "deviceName":
@@ -114,7 +119,7 @@ def option_from_cells(columns: list[Column], cells: list[str]) -> dict[str, Any]
             if tags is None:
                 tags = option["deviceTags"] = {}
             tags[column.key] = value
-    return option
+    return option, named
 
 
 def cells_from_option(option: Any) -> dict[str, str]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from worker.readers.base import BOM, SourceError, SourceRow, _FileSource
-from worker.readers.columns import Column, HeaderError, option_from_cells, parse_header
+from worker.readers.columns import Column, HeaderError, option_and_cells, parse_header
 
 
 class CsvSource(_FileSource):
@@ -101,7 +101,8 @@ class CsvSource(_FileSource):
             if problems:
                 yield SourceRow(start, _cells(columns, cells), None, problems)
                 continue
-            yield SourceRow(start, _cells(columns, cells), option_from_cells(columns, cells))
+            option, named = option_and_cells(columns, cells)
+            yield SourceRow(start, named, option)
 
 
 def _record_error(exc: csv.Error, start: int, end: int, max_field: int) -> str:

@@ -19,7 +19,7 @@ from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 from openpyxl.utils.datetime import from_excel
 
 from worker.readers.base import SourceError, SourceRow, _FileSource
-from worker.readers.columns import Column, HeaderError, option_from_cells, parse_header
+from worker.readers.columns import Column, HeaderError, option_and_cells, parse_header
 from worker.readers.xlsx_book import (
     MAIN_NS,
     Book,
@@ -122,10 +122,11 @@ class XlsxSource(_FileSource):
                 problems.append(f"line {number}: cell {_ref(index, number)} has a value but its "
                                 "column has no name in the header row")  # fmt: skip
         values = [cells.get(i, "") for i in range(1, max(named) + 1)]
-        kept = {c.name: values[c.index] for c in columns if values[c.index] != ""}
         if problems:
+            kept = {c.name: values[c.index] for c in columns if values[c.index] != ""}
             return SourceRow(number, kept, None, problems)
-        return SourceRow(number, kept, option_from_cells(columns, values))
+        option, kept = option_and_cells(columns, values)
+        return SourceRow(number, kept, option)
 
     def _raw_rows(self, source: Any, book: Book) -> Iterator[tuple[int, dict[int, str], list[str]]]:
         """Each ``<row>``: its number, its cells as CSV text by column, its problems."""

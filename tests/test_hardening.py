@@ -71,7 +71,11 @@ def test_ca_bundle_names_a_private_ca(tmp_path: Path) -> None:
     assert isinstance(verify, ssl.SSLContext)
     subjects = [dict(x[0] for x in ca["subject"]) for ca in verify.get_ca_certs()]  # type: ignore[misc]
     assert {"commonName": "enos-import test CA"} in subjects
-    assert tls_verification(load_settings()) is True
+    default = tls_verification(load_settings())
+    assert isinstance(default, ssl.SSLContext) and default.verify_mode == ssl.CERT_REQUIRED
+    assert default.check_hostname and default.cert_store_stats()["x509_ca"] > 0
+    # Made once per process (a prefork child inherits it): loading CAs is a client's main cost.
+    assert tls_verification(load_settings()) is default
     assert tls_verification(load_settings(ca_bundle=bundle, verify_tls=False)) is False
 
 

@@ -149,4 +149,8 @@ def _logging(**_: Any) -> None:
 
 @worker_init.connect
 def _collector(**_: Any) -> None:
+    from worker.runtime import prepare
+
+    # In the parent, before the pool forks: the children start their first task warm.
+    prepare(get_settings())
     tune_collector()

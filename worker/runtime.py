@@ -3,6 +3,7 @@ the way it publishes messages. Built once per process (after a prefork worker fo
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import ssl
@@ -11,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import redis
 
 from worker.context import WorkerContext
-from worker.db.session import Database, database_url
+from worker.db.session import Database, database_url, make_engine
 from worker.enos.client import EnosClient
 from worker.importer.budget import LocalBudget, RateBudget, RedisBudget
 from worker.logs import get_logger, warn_always
@@ -72,9 +74,23 @@ def tls_verification(settings: Settings) -> bool | ssl.SSLContext:
     """Off (``--insecure``), the system's CAs, or the private CA of ``ENOS_IMPORT_CA_BUNDLE``."""
     if not settings.verify_tls:
         return False
-    if settings.ca_bundle is None:
-        return True
-    return ssl.create_default_context(cafile=str(settings.ca_bundle))
+    return _tls_context(None if settings.ca_bundle is None else str(settings.ca_bundle))
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """One verifying context per process and CA file, made once: loading the CA file is most
+    of a client's making (tens of ms), and a prefork child inherits the parent's context."""
+    if ca_bundle is None:
+        return httpx.create_ssl_context()  # certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR
+    return ssl.create_default_context(cafile=ca_bundle)
+
+
+def prepare(settings: Settings) -> None:
+    """Does in a prefork worker's parent what every child would otherwise do on its first task:
+    load the database dialect (a throwaway engine, never connected) and the TLS context."""
+    make_engine(database_url(settings.database_url)).dispose()
+    tls_verification(settings)
 
 
 def make_budget(settings: Settings, shared: bool) -> RateBudget:

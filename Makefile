@@ -50,11 +50,15 @@ typecheck: install
 simulator: install
 	$(BIN)/enos-import simulator --seed-demo
 
+# Every bench runs and writes its section, whatever an earlier one found; the exit status says
+# whether every target passed.
 bench: install
-	$(BIN)/python -m bench.simulator
-	$(BIN)/python -m bench.import_throughput
-	$(BIN)/python -m bench.fairness
-	$(BIN)/python -m bench.end_to_end
+	@status=0; \
+	for bench in simulator import_throughput fairness end_to_end; do \
+		echo "$(BIN)/python -m bench.$$bench"; \
+		$(BIN)/python -m bench.$$bench || status=1; \
+	done; \
+	exit $$status
 
 # The service end to end against the strong peer, the SDK loop and the embedded runner (~10 min).
 bench-e2e: install

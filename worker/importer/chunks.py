@@ -181,36 +181,30 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     return [chunk_id for chunk_id, _ in sorted(marked, key=lambda row: row[1])]
 
 
+def _count(table: Any, *conditions: Any) -> Any:
+    """How many rows of ``table`` meet ``conditions``, as a scalar subquery (so that several
+    counts are read in one statement)."""
+    return select(func.count()).select_from(table).where(*conditions).scalar_subquery()
+
+
 def _out(job_id: str, now: Any, republish_after_s: float) -> Any:
     """How many of the job's chunks are out: held under a live lease, or published lately and
-    not yet taken (a scalar subquery)."""
+    not yet taken."""
     fresh = CHUNKS.c.published_at >= now - republish_after_s
-    return (
-        select(func.count())
-        .where(
-            CHUNKS.c.job_id == job_id,
-            or_(
-                and_(CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now),
-                and_(
-                    CHUNKS.c.status == ChunkStatus.PENDING,
-                    CHUNKS.c.published_at.is_not(None),
-                    fresh,
-                ),
-            ),
-        )
-        .scalar_subquery()
+    return _count(
+        CHUNKS,
+        CHUNKS.c.job_id == job_id,
+        or_(
+            and_(CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at >= now),
+            and_(CHUNKS.c.status == ChunkStatus.PENDING, CHUNKS.c.published_at.is_not(None), fresh),
+        ),
     )
 
 
 def _active_jobs(org_id: str) -> Any:
-    """How many jobs of the org are sending (a scalar subquery)."""
-    return (
-        select(func.count())
-        .where(
-            JOBS.c.org_id == org_id,
-            JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING)),
-        )
-        .scalar_subquery()
+    """How many jobs of the org are sending."""
+    return _count(
+        JOBS, JOBS.c.org_id == org_id, JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING))
     )
 
 
@@ -223,13 +217,10 @@ def fair_share(window: int, active: int) -> int:
 
 def open_chunks(job_id: str) -> Any:
     """How many of the job's chunks are pending or in flight (a scalar subquery)."""
-    return (
-        select(func.count())
-        .where(
-            CHUNKS.c.job_id == job_id,
-            CHUNKS.c.status.in_((ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)),
-        )
-        .scalar_subquery()
+    return _count(
+        CHUNKS,
+        CHUNKS.c.job_id == job_id,
+        CHUNKS.c.status.in_((ChunkStatus.PENDING, ChunkStatus.IN_FLIGHT)),
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.host import tune_collector
 from worker.logs import configure as configure_logging
+from worker.logs import get_logger
 from worker.settings import Settings, get_settings
 
 QUEUE = "enos_import"
@@ -151,6 +152,12 @@ def _logging(**_: Any) -> None:
 def _collector(**_: Any) -> None:
     from worker.runtime import prepare
 
-    # In the parent, before the pool forks: the children start their first task warm.
-    prepare(get_settings())
-    tune_collector()
+    # In the parent, before the pool forks: the children start their first task warm. Best
+    # effort: what fails here (a database URL of an unknown kind) fails each task as before,
+    # with the task's own error.
+    try:
+        prepare(get_settings())
+    except Exception as exc:
+        # The type only: a message about the database URL could quote its password.
+        get_logger(__name__).warning("worker.prepare_failed", error=type(exc).__name__)
+    tune_collector()  # last: what prepare made is frozen with the rest

@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import text
 
 from tests.e2e.services import Simulator, job_id_from, outcomes, process_env
-from tests.harness.processes import BIN, run_cli, start, wait_until
+from tests.harness.processes import BIN, Proc, run_cli, start, wait_until
 from worker.db.session import Database
 
 ROWS = 3000
@@ -25,6 +25,18 @@ def _write(path: Path) -> None:
             key = "" if n % 4 == 0 else f"resume-{n:05d}"  # a quarter get derived keys
             writer.writerow([("pk-meter", "pk-inverter", "pk-turbine")[n % 3], key, f"dev {n}",
                              "+08:00"])  # fmt: skip
+
+
+def _start_run(simulator: Simulator, workdir: Path, path: Path) -> tuple[str, dict[str, str], Proc]:
+    """``enos-import run`` on a fresh SQLite file, 100-device batches and 2 calls in flight
+    (so that a kill lands mid-import); its database URL, environment and process."""
+    url = f"sqlite:///{workdir / 'enos-import.db'}"
+    env = process_env(simulator.url, url)
+    env["ENOS_IMPORT_BATCH_SIZE"] = "100"
+    env["ENOS_IMPORT_MAX_CONCURRENCY"] = "2"
+    proc = start("run-1", [str(BIN / "enos-import"), "run", str(path), "--org", "o-demo"],
+                 env, workdir)  # fmt: skip
+    return url, env, proc
 
 
 def _settled(url: str) -> int:
@@ -49,13 +61,7 @@ def test_run_killed_and_run_again_resumes_and_creates_nothing_twice(
     httpx.post(f"{simulator.url}/__sim/faults", json={"latency_ms": 400}).raise_for_status()
     path = workdir / "devices.csv"
     _write(path)
-    url = f"sqlite:///{workdir / 'enos-import.db'}"
-    env = process_env(simulator.url, url)
-    env["ENOS_IMPORT_BATCH_SIZE"] = "100"
-    env["ENOS_IMPORT_MAX_CONCURRENCY"] = "2"
-
-    first = start("run-1", [str(BIN / "enos-import"), "run", str(path), "--org", "o-demo"],
-                  env, workdir)  # fmt: skip
+    url, env, first = _start_run(simulator, workdir, path)
     try:
         wait_until(lambda: _settled(url) >= 600, "a fifth of the rows to settle", 60,
                    [simulator.proc], shown=[first])  # fmt: skip
@@ -124,13 +130,7 @@ def test_run_killed_while_reading_its_file_reads_on_and_creates_nothing_twice(
             key = "" if n % 5 == 0 else f"reading-{n:06d}"  # a fifth get derived keys
             writer.writerow(["pk-meter", key, f"dev {n}", "+08:00"])
         writer.writerow(["pk-meter", "reading-000001", "a repeat of line 2", "+08:00"])
-    url = f"sqlite:///{workdir / 'enos-import.db'}"
-    env = process_env(simulator.url, url)
-    env["ENOS_IMPORT_BATCH_SIZE"] = "100"
-    env["ENOS_IMPORT_MAX_CONCURRENCY"] = "2"
-
-    first = start("run-1", [str(BIN / "enos-import"), "run", str(path), "--org", "o-demo"],
-                  env, workdir)  # fmt: skip
+    url, env, first = _start_run(simulator, workdir, path)
     try:
 
         def midway() -> bool:

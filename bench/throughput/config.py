@@ -19,9 +19,9 @@ CAP = 10_000_000
 BATCH = 1000
 CONCURRENCY = 8
 POOLS = ("prefork", "threads", "solo")
-# Timed set-ups: prefork 8 as deploy/ runs it, and prefork and threads with two processes more
-# than calls in flight (the rate budget still allows 8 calls at once). Others (threads:8) are
-# measured on request (--workers).
+# Timed set-ups: prefork 8 (one process per call slot), and prefork 10 as deploy/ runs it and
+# threads 10, two processes more than calls in flight (the rate budget still allows 8 calls).
+# Others (threads:8) are measured on request (--workers).
 DEFAULT_WORKERS = ("prefork:8", "prefork:10", "threads:10")
 MEMORY_WORKERS = "prefork:10"
 WARMUP_DEVICES = 8_000

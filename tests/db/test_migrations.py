@@ -63,3 +63,95 @@ def test_downgrade_and_upgrade_again(tmp_path) -> None:
     engine = create_engine(url)
     assert "import_items" in inspect(engine).get_table_names()
     engine.dispose()
+
+
+JOB = (
+    "INSERT INTO import_jobs (id, status, org_id, source, options, total, intake_token, "
+    "intake_attempts) VALUES (:id, 'running', 'o1', 'f.csv', '{}', 2, 0, 0)"
+)
+ITEM = (
+    "INSERT INTO import_items (job_id, line_no, key_source, cells, status, attempts, retryable) "
+    "VALUES (:job, :line, 'file', '{}', 'pending', 0, false)"
+)
+
+
+def _job_with_items(conn, job_id: str, lines: int) -> None:
+    conn.execute(text(JOB), {"id": job_id})
+    conn.execute(text(ITEM), [{"job": job_id, "line": n} for n in range(2, 2 + lines)])
+
+
+def _items(conn, job_id: str) -> int:
+    return int(
+        conn.execute(
+            text("SELECT count(*) FROM import_items WHERE job_id = :id"), {"id": job_id}
+        ).scalar_one()
+    )
+
+
+def test_deleting_a_job_deletes_its_items_and_no_other(db) -> None:
+    """The rows go with their job (a trigger, not a foreign key: see migration 0006)."""
+    with db.engine.begin() as conn:
+        _job_with_items(conn, "job-gone", 3)
+        _job_with_items(conn, "job-kept", 2)
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM import_jobs WHERE id = 'job-gone'"))
+    with db.engine.connect() as conn:
+        assert _items(conn, "job-gone") == 0
+        assert _items(conn, "job-kept") == 2
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path, pg_admin_url: str, worker_tag: str):
+    """An empty database of its own, for migrations run step by step."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'steps.db'}"
+        return
+    from sqlalchemy.engine import make_url
+
+    name = f"enos_import_steps_{worker_tag}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_upgrading_to_the_deletion_trigger_keeps_the_rows_and_the_views(fresh_url: str) -> None:
+    from alembic import command
+
+    from worker.db.migrate import alembic_config, upgrade
+
+    upgrade(fresh_url, "0005")
+    engine = create_engine(fresh_url)
+    with engine.begin() as conn:
+        _job_with_items(conn, "job-before", 4)
+    engine.dispose()
+    upgrade(fresh_url)
+    engine = create_engine(fresh_url)
+    with engine.begin() as conn:
+        assert _items(conn, "job-before") == 4
+        total = conn.execute(
+            text("SELECT count(*) FROM import_device_outcome WHERE job_id = 'job-before'")
+        ).scalar_one()
+        assert total == 4
+        pending = conn.execute(
+            text("SELECT pending FROM import_job_status WHERE job_id = 'job-before'")
+        ).scalar_one()
+        assert pending == 4
+        conn.execute(text("DELETE FROM import_jobs WHERE id = 'job-before'"))
+        assert _items(conn, "job-before") == 0
+    engine.dispose()
+    # And back: the foreign key again, which also deletes a job's rows.
+    command.downgrade(alembic_config(fresh_url), "0005")
+    engine = create_engine(fresh_url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("PRAGMA foreign_keys = ON"))
+        _job_with_items(conn, "job-after", 2)
+        conn.execute(text("DELETE FROM import_jobs WHERE id = 'job-after'"))
+        assert _items(conn, "job-after") == 0
+        assert conn.execute(text("SELECT count(*) FROM import_device_outcome")).scalar_one() == 0
+    engine.dispose()

@@ -424,3 +424,45 @@ def test_rows_are_stored_as_the_database_reads_them(db: Database) -> None:
     bad = rows[-1]
     assert bad.status == ItemStatus.INVALID and bad.payload is None
     assert bad.cells == {"deviceKey": "t-bad"}
+
+
+def test_an_outcome_writes_null_for_every_field_it_leaves_out(db: Database) -> None:
+    """Outcomes travel sparse (a created row has no error): a field left out is written as
+    NULL, so what an earlier attempt wrote (its error, say) does not survive the outcome."""
+    from worker.db.bulk import update_outcomes
+
+    settings = fast_settings(batch_size=10)
+    job_id, options = new_job(db, settings)
+    intake(db, settings, job_id, options, InlineSource([device("n-000"), device("n-001")]))
+    with db.read() as session:
+        first, second = session.execute(
+            select(ITEMS.c.id).where(ITEMS.c.job_id == job_id).order_by(ITEMS.c.line_no)
+        ).scalars()
+    earlier = {
+        "status": ItemStatus.PENDING, "asset_id": "stale", "error_code": 500,
+        "error_message": "the answer was lost", "attempts": 1, "retryable": True,
+        "device_secret": "s", "session_key": "k",
+    }  # fmt: skip
+    with db.begin() as session:
+        update_outcomes(session, [{"item_id": i, **earlier} for i in (first, second)])
+    with db.begin() as session:
+        update_outcomes(
+            session,
+            [
+                {"item_id": first, "status": ItemStatus.CREATED, "asset_id": "a1",
+                 "attempts": 2, "retryable": False},
+                {"item_id": second, "status": ItemStatus.PENDING, "attempts": 2,
+                 "retryable": False, "error_message": "timed out"},
+            ],
+        )  # fmt: skip
+    with db.read() as session:
+        rows = session.execute(
+            select(
+                ITEMS.c.status, ITEMS.c.asset_id, ITEMS.c.error_code, ITEMS.c.error_message,
+                ITEMS.c.attempts, ITEMS.c.retryable, ITEMS.c.device_secret, ITEMS.c.session_key,
+            )
+            .where(ITEMS.c.job_id == job_id)
+            .order_by(ITEMS.c.line_no)
+        ).all()  # fmt: skip
+    assert tuple(rows[0]) == (ItemStatus.CREATED, "a1", None, None, 2, False, None, None)
+    assert tuple(rows[1]) == (ItemStatus.PENDING, None, None, "timed out", 2, False, None, None)

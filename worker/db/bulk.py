@@ -78,7 +78,8 @@ WHERE i.id = v.item_id
 
 
 def update_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> None:
-    """Writes item outcomes; each dict has ``item_id`` and every field of ``OUTCOME_FIELDS``."""
+    """Writes item outcomes; each dict has ``item_id`` and fields of ``OUTCOME_FIELDS``, a field
+    left out being NULL."""
     if not outcomes:
         return
     connection = session.connection()
@@ -92,7 +93,7 @@ def update_outcomes(session: Session, outcomes: Sequence[dict[str, Any]]) -> Non
         "updated_at = CURRENT_TIMESTAMP WHERE id = ?"
     )
     connection.exec_driver_sql(
-        sql, [(*(o[name] for name in OUTCOME_FIELDS), o["item_id"]) for o in outcomes]
+        sql, [(*(o.get(name) for name in OUTCOME_FIELDS), o["item_id"]) for o in outcomes]
     )
 
 

@@ -206,37 +206,39 @@ def outcome_rows(
     items: list[PendingItem], answers: Answers, error: str | None
 ) -> list[dict[str, Any]]:
     """The rows to write: each outcome, and the sent rows still pending (their attempt counted,
-    which also marks them as rows an earlier call may have created)."""
+    which also marks them as rows an earlier call may have created). A field left out is NULL:
+    the database parses a chunk's outcomes as one document, and a created row needs five of
+    its nine fields."""
     rows: list[dict[str, Any]] = []
     for item in items:
         outcome = answers.outcomes.get(item.id)
         attempts = item.attempts + (1 if item.id in answers.sent else 0)
         if outcome is not None:
-            rows.append(
-                {
-                    "item_id": item.id,
-                    "status": outcome.status,
-                    "asset_id": outcome.asset_id,
-                    "error_code": outcome.error_code,
-                    "error_message": outcome.error_message,
-                    "attempts": attempts,
-                    "retryable": outcome.retryable,
-                    "device_secret": outcome.device_secret,
-                    "session_key": outcome.session_key,
-                }
-            )
+            row = {
+                "item_id": item.id,
+                "status": outcome.status,
+                "attempts": attempts,
+                "retryable": outcome.retryable,
+            }
+            if outcome.asset_id is not None:
+                row["asset_id"] = outcome.asset_id
+            if outcome.error_code is not None:
+                row["error_code"] = outcome.error_code
+            if outcome.error_message is not None:
+                row["error_message"] = outcome.error_message
+            if outcome.device_secret is not None:
+                row["device_secret"] = outcome.device_secret
+            if outcome.session_key is not None:
+                row["session_key"] = outcome.session_key
+            rows.append(row)
         elif item.id in answers.sent:
-            rows.append(
-                {
-                    "item_id": item.id,
-                    "status": ItemStatus.PENDING,
-                    "asset_id": None,
-                    "error_code": None,
-                    "error_message": error,
-                    "attempts": attempts,
-                    "retryable": False,
-                    "device_secret": None,
-                    "session_key": None,
-                }
-            )
+            row = {
+                "item_id": item.id,
+                "status": ItemStatus.PENDING,
+                "attempts": attempts,
+                "retryable": False,
+            }
+            if error is not None:
+                row["error_message"] = error
+            rows.append(row)
     return rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Double, Integer, String, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.db.bulk import chunk_rows
@@ -43,17 +43,14 @@ class PendingItem:
     attempts: int
 
 
-def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim | None:
-    """Takes the chunk if it is due, or if its last holder's lease ran out; else ``None``.
-
-    Taking over an expired lease means the earlier attempt may have reached EnOS without its
-    answer being written, so the new attempt must reconcile first.
-    """
+# The statements every chunk runs are built once: making a statement's Python form and its cache
+# key cost the worker more than the database's own work on it.
+def _claim_statement() -> Any:
     now = db_epoch()
-    statement = (
+    return (
         update(CHUNKS)
         .where(
-            CHUNKS.c.id == chunk_id,
+            CHUNKS.c.id == bindparam("p_chunk_id"),
             or_(
                 and_(CHUNKS.c.status == ChunkStatus.PENDING, CHUNKS.c.next_attempt_at <= now),
                 and_(CHUNKS.c.status == ChunkStatus.IN_FLIGHT, CHUNKS.c.lease_expires_at < now),
@@ -63,8 +60,8 @@ def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim 
             status=ChunkStatus.IN_FLIGHT,
             fencing_token=CHUNKS.c.fencing_token + 1,
             attempts=CHUNKS.c.attempts + 1,
-            lease_expires_at=now + lease_s,
-            lease_owner=owner,
+            lease_expires_at=now + bindparam("p_lease_s", type_=Double()),
+            lease_owner=bindparam("p_owner", type_=String()),
             needs_reconcile=or_(CHUNKS.c.needs_reconcile, CHUNKS.c.status == ChunkStatus.IN_FLIGHT),
             first_attempt_at=func.coalesce(CHUNKS.c.first_attempt_at, now),
         )
@@ -79,7 +76,22 @@ def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim 
             CHUNKS.c.last_error,
         )
     )
-    row = session.connection().execute(statement).first()
+
+
+_CLAIM = _claim_statement()
+
+
+def claim(session: Session, chunk_id: int, owner: str, lease_s: float) -> Claim | None:
+    """Takes the chunk if it is due, or if its last holder's lease ran out; else ``None``.
+
+    Taking over an expired lease means the earlier attempt may have reached EnOS without its
+    answer being written, so the new attempt must reconcile first.
+    """
+    row = (
+        session.connection()
+        .execute(_CLAIM, {"p_chunk_id": chunk_id, "p_owner": owner, "p_lease_s": lease_s})
+        .first()
+    )
     if row is None:
         return None
     return Claim(chunk_id, row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
@@ -119,6 +131,39 @@ def release(session: Session, claim: Claim, maybe_sent: bool, delay_s: float) ->
     return fenced(session, claim, **values)
 
 
+_HOLDER = (CHUNKS.c.id == bindparam("p_chunk_id")) & (
+    CHUNKS.c.fencing_token == bindparam("p_token")
+)
+# Locks the chunk's row while the claim holds it, changing nothing.
+_LOCK = update(CHUNKS).where(_HOLDER).values(lease_owner=CHUNKS.c.lease_owner)
+_CLOSE = (
+    update(CHUNKS)
+    .where(_HOLDER)
+    .values(
+        status=bindparam("p_status", type_=String()),
+        lease_expires_at=None,
+        needs_reconcile=False,
+        last_error=bindparam("p_last_error", type_=String()),
+    )
+)
+
+
+def lock(session: Session, claim: Claim) -> bool:
+    """Locks the chunk's row while ``claim`` still holds it (``fenced`` changing nothing)."""
+    result = session.connection().execute(_LOCK, _holder(claim))
+    return bool(result.rowcount)
+
+
+def close(session: Session, claim: Claim, status: str, last_error: str | None) -> bool:
+    """Ends the chunk in ``status`` while ``claim`` still holds it (``fenced``)."""
+    params = {**_holder(claim), "p_status": status, "p_last_error": last_error}
+    return bool(session.connection().execute(_CLOSE, params).rowcount)
+
+
+def _holder(claim: Claim) -> dict[str, Any]:
+    return {"p_chunk_id": claim.chunk_id, "p_token": claim.token}
+
+
 def fenced(session: Session, claim: Claim, **values: object) -> bool:
     """Updates the chunk only while ``claim`` still holds it; ``False`` means another attempt
     took the chunk over and everything this attempt wrote must be rolled back."""
@@ -142,19 +187,29 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
     # delivery: harmless, but a process's time). PostgreSQL: the job's row lock, held to the
     # end of the transaction; SQLite has no row locks and needs none, its writers take turns.
     connection = session.connection()
-    job = connection.execute(
-        select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == job_id).with_for_update()
-    ).first()
+    job = connection.execute(_PUBLISHER, {"p_job_id": job_id}).first()
     if job is None or job.status not in (JobStatus.RUNNING, JobStatus.CANCELLING):
         return []  # a failed or finished job sends nothing more
-    now = db_epoch()
-    active, out = connection.execute(
-        select(_active_jobs(job.org_id), _out(job_id, now, republish_after_s))
-    ).one()
+    params = {"p_job_id": job_id, "p_org_id": job.org_id, "p_republish_s": republish_after_s}
+    active, out = connection.execute(_ACTIVE_AND_OUT, params).one()
     room = fair_share(window, active) - int(out)
     if room <= 0:
         return []
-    fresh = CHUNKS.c.published_at >= now - republish_after_s
+    marked = connection.execute(_MARK_PUBLISHED, {**params, "p_room": room}).all()
+    # RETURNING keeps no order: the oldest chunks go first.
+    return [chunk_id for chunk_id, _ in sorted(marked, key=lambda row: row[1])]
+
+
+def _publish_statements() -> tuple[Any, Any, Any]:
+    """``publish_due``'s three statements: the job's lock, the counts, the chunks marked."""
+    job_id = bindparam("p_job_id", type_=String())
+    republish_s: Any = bindparam("p_republish_s", type_=Double())
+    now = db_epoch()
+    publisher = select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == job_id).with_for_update()
+    counts = select(
+        _active_jobs(bindparam("p_org_id", type_=String())), _out(job_id, now, republish_s)
+    )
+    fresh = CHUNKS.c.published_at >= now - republish_s
     candidates = (
         select(CHUNKS.c.id)
         .where(
@@ -169,16 +224,15 @@ def publish_due(session: Session, job_id: str, window: int, republish_after_s: f
             ),
         )
         .order_by(CHUNKS.c.seq)
-        .limit(room)
+        .limit(bindparam("p_room", type_=Integer()))
     )
-    marked = connection.execute(
+    mark = (
         update(CHUNKS)
         .where(CHUNKS.c.id.in_(candidates.scalar_subquery()))
         .values(published_at=now)
         .returning(CHUNKS.c.id, CHUNKS.c.seq)
-    ).all()
-    # RETURNING keeps no order: the oldest chunks go first.
-    return [chunk_id for chunk_id, _ in sorted(marked, key=lambda row: row[1])]
+    )
+    return publisher, counts, mark
 
 
 def _count(table: Any, *conditions: Any) -> Any:
@@ -187,7 +241,7 @@ def _count(table: Any, *conditions: Any) -> Any:
     return select(func.count()).select_from(table).where(*conditions).scalar_subquery()
 
 
-def _out(job_id: str, now: Any, republish_after_s: float) -> Any:
+def _out(job_id: Any, now: Any, republish_after_s: Any) -> Any:
     """How many of the job's chunks are out: held under a live lease, or published lately and
     not yet taken."""
     fresh = CHUNKS.c.published_at >= now - republish_after_s
@@ -201,11 +255,14 @@ def _out(job_id: str, now: Any, republish_after_s: float) -> Any:
     )
 
 
-def _active_jobs(org_id: str) -> Any:
+def _active_jobs(org_id: Any) -> Any:
     """How many jobs of the org are sending."""
     return _count(
         JOBS, JOBS.c.org_id == org_id, JOBS.c.status.in_((JobStatus.RUNNING, JobStatus.CANCELLING))
     )
+
+
+_PUBLISHER, _ACTIVE_AND_OUT, _MARK_PUBLISHED = _publish_statements()
 
 
 def fair_share(window: int, active: int) -> int:
@@ -215,7 +272,7 @@ def fair_share(window: int, active: int) -> int:
     return max(1, window // max(1, int(active)))
 
 
-def open_chunks(job_id: str) -> Any:
+def open_chunks(job_id: Any) -> Any:
     """How many of the job's chunks are pending or in flight (a scalar subquery)."""
     return _count(
         CHUNKS,

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
 from worker.db.bulk import update_outcomes
 from worker.db.clock import db_epoch
-from worker.db.models import CHUNKS, FULL_PRODUCTS, JOBS, ChunkStatus, ItemStatus, KeySource
+from worker.db.models import FULL_PRODUCTS, JOBS, ChunkStatus, ItemStatus, KeySource
 from worker.db.upsert import insert_ignore
 from worker.enos.models import PRODUCT_FULL
 from worker.importer import batch_limits, chunks, jobs
@@ -70,13 +70,20 @@ class Next:
     delay: float = 0.0
 
 
+_JOB_NOW = select(JOBS.c.status, JOBS.c.failure, JOBS.c.last_error).where(
+    JOBS.c.id == bindparam("p_job_id", type_=String())
+)
+_JOB_SHARED = _JOB_NOW.with_for_update(read=True)
+_JOB_EXCLUSIVE = _JOB_NOW.with_for_update()
+
+
 def write_outcome(session: Session, settings: Settings, start: Start, plan: Plan) -> str | None:
     """Writes the attempt; returns the chunk's new state, or ``None`` when fenced out."""
     claim, answers = start.claim, plan.answers
     if plan.fenced_out:
         return None
     # Lock the chunk first: from here on, this attempt either owns the chunk or writes nothing.
-    if not chunks.fenced(session, claim, lease_owner=CHUNKS.c.lease_owner):
+    if not chunks.lock(session, claim):
         return None
     # The job's state now, not at the claim: it may have failed or been cancelled meanwhile.
     # Shared, so that chunks of one job commit side by side and a concurrent fail or cancel
@@ -86,11 +93,11 @@ def write_outcome(session: Session, settings: Settings, start: Start, plan: Plan
     exclusive = bool(plan.split or answers.job_error)
     update_outcomes(session, outcome_rows(start.items, answers, plan.error))
     _write_learnt(session, start, plan)
-    job = session.execute(
-        select(JOBS.c.status, JOBS.c.failure, JOBS.c.last_error)
-        .where(JOBS.c.id == claim.job_id)
-        .with_for_update(read=not exclusive)
-    ).one()
+    job = (
+        session.connection()
+        .execute(_JOB_EXCLUSIVE if exclusive else _JOB_SHARED, {"p_job_id": claim.job_id})
+        .one()
+    )
     if plan.split:
         chunks.split(session, claim.job_id, [[i.id for i in piece] for piece in plan.split])
     if plan.ok_size is not None or plan.refused_size is not None:
@@ -134,14 +141,7 @@ def _apply(
             settled.error_code,
         )  # fmt: skip
     if step.state != ChunkStatus.PENDING:
-        chunks.fenced(
-            session,
-            claim,
-            status=step.state,
-            lease_expires_at=None,
-            needs_reconcile=False,
-            last_error=closing,
-        )
+        chunks.close(session, claim, step.state, closing)
         return
     chunks.fenced(
         session,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -102,28 +102,29 @@ def send_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
     return report
 
 
+# The job and its org's batch limit in one statement, and the job's full products: every chunk
+# reads them (built once, see ``chunks``).
+_JOB_AND_LIMITS = (
+    select(
+        JOBS.c.status, JOBS.c.org_id, JOBS.c.options, JOBS.c.failure, JOBS.c.last_error,
+        LIMITS.c.largest_ok, LIMITS.c.smallest_refused,
+    )
+    .select_from(JOBS.outerjoin(LIMITS, LIMITS.c.org_id == JOBS.c.org_id))
+    .where(JOBS.c.id == bindparam("p_job_id", type_=String()))
+)  # fmt: skip
+_FULL_PRODUCTS = select(FULL_PRODUCTS.c.product_key, FULL_PRODUCTS.c.message).where(
+    FULL_PRODUCTS.c.job_id == bindparam("p_job_id", type_=String())
+)
+
+
 def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> Start | None:
     claimed_at = time.monotonic()
     claim = chunks.claim(session, chunk_id, owner, settings.lease_s)
     if claim is None:
         return None
     connection = session.connection()
-    # The job and its org's batch limit in one statement: every chunk reads them.
-    job = connection.execute(
-        select(
-            JOBS.c.status, JOBS.c.org_id, JOBS.c.options, JOBS.c.failure, JOBS.c.last_error,
-            LIMITS.c.largest_ok, LIMITS.c.smallest_refused,
-        )
-        .select_from(JOBS.outerjoin(LIMITS, LIMITS.c.org_id == JOBS.c.org_id))
-        .where(JOBS.c.id == claim.job_id)
-    ).one()  # fmt: skip
-    full = dict(
-        connection.execute(
-            select(FULL_PRODUCTS.c.product_key, FULL_PRODUCTS.c.message).where(
-                FULL_PRODUCTS.c.job_id == claim.job_id
-            )
-        ).all()
-    )
+    job = connection.execute(_JOB_AND_LIMITS, {"p_job_id": claim.job_id}).one()
+    full = dict(connection.execute(_FULL_PRODUCTS, {"p_job_id": claim.job_id}).all())
     return Start(
         claim=claim,
         org_id=job.org_id,

@@ -164,7 +164,7 @@ def _delete_one(
 def _commit(
     session: Session, ctx: WorkerContext, claim: Claim, items: list[PendingItem], attempt: _Attempt
 ) -> str | None:
-    if not chunks.fenced(session, claim, lease_owner=CHUNKS.c.lease_owner):
+    if not chunks.lock(session, claim):
         return None
     job_now = session.execute(
         select(JOBS.c.status, JOBS.c.options, JOBS.c.last_error)

@@ -38,7 +38,6 @@ from worker.cli.verbosity import VERBOSE_OPTION
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database
 from worker.db.views import JOB_STATUS_COLUMNS
-from worker.enos.secret_box import Opener
 from worker.host import tune_collector
 from worker.importer import chunks, jobs
 from worker.importer import results as export
@@ -295,6 +294,8 @@ def results(
             raise click.UsageError(
                 "--secrets needs --private-key (or ENOS_IMPORT_PRIVATE_KEY_FILE)"
             )
+        from worker.enos.secret_box import Opener  # only an export of secrets needs the key
+
         opener = Opener(settings.private_key_file.read_bytes())
     with db.read() as session:
         columns = [*export.export_columns(session, job_id), *export.TAIL]

@@ -10,15 +10,16 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
-from typing import IO, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import orjson
-from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.db.models import ITEMS, JOBS, ItemStatus
-from worker.enos.secret_box import Opener
+
+if TYPE_CHECKING:  # the key's code is loaded only by an export of secrets
+    from worker.enos.secret_box import Opener
 
 TAIL = ("line", "status", "assetId", "errorCode", "errorMessage")
 SECRET_COLUMNS = ("deviceSecret", "secretError")
@@ -120,6 +121,8 @@ def open_secret(
 
     Only rows with a device on EnOS (created, adopted) have a secret to miss. The reason never
     quotes the ciphertext."""
+    from cryptography.exceptions import InvalidTag  # loaded by an export of secrets only
+
     if status not in SECRET_STATUSES:
         return "", ""
     if not (secret and session_key):

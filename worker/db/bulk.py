@@ -21,20 +21,17 @@ ITEM_COLUMNS = (
 )  # fmt: skip
 
 
-# How binary COPY sends ``ITEM_COLUMNS``: strings as text, whatever the column (varchar, text).
-# ``payload`` and ``cells`` come as the UTF-8 bytes of their JSON and go as they are: a field of
-# binary COPY is read by its column's own type (text, and json, whose binary form is its text),
-# so "bytea" here only tells psycopg to pass the bytes on, neither decoded nor encoded again
-# (psycopg's json dumper would encode a string once more, as a JSON string).
+# How binary COPY sends ``ITEM_COLUMNS``: strings as text, whatever the column (varchar, and
+# ``cells``, JSON already: the binary form of json is its text, where psycopg's json dumper
+# would encode the string once more, as a JSON string).
 _ITEM_COPY_TYPES = (
-    "text", "int4", "int4", "text", "text", "text", "bytea",
-    "bytea", "text", "int4", "text", "int4", "bool",
+    "text", "int4", "int4", "text", "text", "text", "text",
+    "text", "text", "int4", "text", "int4", "bool",
 )  # fmt: skip
 
 
 def insert_items(session: Session, rows: Sequence[Sequence[Any]]) -> None:
-    """Inserts item rows given as sequences in ``ITEM_COLUMNS`` order, ``payload`` (or
-    ``None``) and ``cells`` as the UTF-8 bytes of their JSON."""
+    """Inserts item rows given as sequences in ``ITEM_COLUMNS`` order (``cells`` as JSON text)."""
     if not rows:
         return
     connection = session.connection()
@@ -54,17 +51,7 @@ def insert_items(session: Session, rows: Sequence[Sequence[Any]]) -> None:
     # and process a dict per row: twice the time and memory of the whole insert).
     marks = ", ".join("?" for _ in ITEM_COLUMNS)
     sql = f"INSERT INTO import_items ({', '.join(ITEM_COLUMNS)}) VALUES ({marks})"
-    connection.exec_driver_sql(
-        sql,
-        [
-            (*row[:6], _text(row[6]), _text(row[7]), *row[8:])  # SQLite would store bytes as BLOB
-            for row in rows
-        ],
-    )
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
+    connection.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
 OUTCOME_FIELDS = (

@@ -143,7 +143,7 @@ class Batch:
 
     def add(self, job_id: str, row: SourceRow, prepared: Prepared, keys: KeyIndex) -> None:
         self.last_line = row.line
-        cells = orjson.dumps(row.cells)
+        cells = orjson.dumps(row.cells).decode()
         key = prepared.device_key
         if prepared.problems is not None:
             self.invalid += 1
@@ -224,11 +224,10 @@ class Batch:
 CHUNK_SEQ, LINE, DEVICE_KEY, PAYLOAD, STATUS, ERROR = 1, 2, 4, 6, 8, 10
 
 
-def _item(
-    job_id: str, prepared: Prepared, cells: bytes, status: str, error: str | None
-) -> list[Any]:
-    """An item row; its JSON (payload, cells) as UTF-8 bytes, as ``insert_items`` takes it."""
-    payload = prepared.payload if status == ItemStatus.PENDING else None
+def _item(job_id: str, prepared: Prepared, cells: str, status: str, error: str | None) -> list[Any]:
+    payload = (
+        prepared.payload.decode() if status == ItemStatus.PENDING and prepared.payload else None
+    )
     return [
         job_id, None, prepared.line, prepared.product_key, prepared.device_key,
         prepared.key_source, payload, cells, status, None, error, 0, False,

@@ -280,6 +280,6 @@ NOTES = (
     "the devices (the same number of rounds of calls as the one-host run), and the rate can "
     "double only while the API, not this machine's CPUs, is the bound.",
     "CPU figures move with this shared virtual machine's speed, which changes from hour to hour "
-    "(the same peer, doing the same work, has measured from 15 to 30 µs per device on this kind "
+    "(the same peer, doing the same work, has measured from 15 to 58 µs per device on this kind "
     "of machine): the CPU target's line shows the peer's own figure of the same run beside ours.",
 )

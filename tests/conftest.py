@@ -118,22 +118,12 @@ def redis_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_url(pg_admin_url: str, worker_tag: str) -> Iterator[str]:
     """A PostgreSQL database of this test session, migrated once."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
+    from tests.harness.services import empty_database
     from worker.db.migrate import upgrade
 
-    name = f"enos_import_test_{worker_tag}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_database(pg_admin_url, f"enos_import_test_{worker_tag}") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -106,17 +106,10 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path, pg_admin_url: str, worke
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'steps.db'}"
         return
-    from sqlalchemy.engine import make_url
+    from tests.harness.services import empty_database
 
-    name = f"enos_import_steps_{worker_tag}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_database(pg_admin_url, f"enos_import_steps_{worker_tag}") as url:
+        yield url
 
 
 def test_upgrading_to_the_deletion_trigger_keeps_the_rows_and_the_views(fresh_url: str) -> None:

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.services import Simulator, process_env
 from tests.harness.processes import free_port, run_cli
+from tests.harness.services import empty_database
 from worker.db.models import ServiceBeat
 from worker.db.session import Database
 
@@ -57,15 +56,8 @@ def test_all_up_then_each_dependency_down(cluster: Cluster) -> None:
 
 @pytest.fixture
 def unmigrated(worker_tag: str, pg_admin_url: str) -> Iterator[str]:
-    name = f"enos_import_test_{worker_tag}_unmigrated"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_database(pg_admin_url, f"enos_import_test_{worker_tag}_unmigrated") as url:
+        yield url
 
 
 def _pg_url(port: int, name: str) -> str:

@@ -222,6 +222,24 @@ def postgres_admin_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def empty_database(admin_url: str, name: str) -> Iterator[str]:
+    """The URL of a new, empty database ``name`` on the server of ``admin_url`` (one of that
+    name left behind by an earlier run is dropped first), dropped when this ends."""
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@contextlib.contextmanager
 def redis_server_url() -> Iterator[str]:
     """``redis://host:port`` (no database number) of the machine's Redis on 127.0.0.1:6379, or,
     when nothing listens there, of a private server that stops when this ends."""

@@ -20,9 +20,10 @@ depends_on: str | Sequence[str] | None = None
 FK = "fk_import_items_job_id_import_jobs"
 
 # PostgreSQL checks a foreign key with a trigger and a lookup for every row written: for the
-# intake's COPY that was 40% of the server's work per row. Items are only ever written by the
-# intake, for the job it holds locked, so the check finds nothing; what the key still did, a
-# job's deletion taking its items with it, is kept by a trigger that fires once per statement.
+# intake's COPY that was 40% of the server's work per row. Items are only ever inserted by the
+# intake, for the job it holds locked, and by a rollback's plan, for the job it has just created,
+# so the check finds nothing; what the key still did, a job's deletion taking its items with
+# it, is kept by a trigger (once per deleting statement on PostgreSQL).
 PG_FUNCTION = """
 CREATE FUNCTION import_jobs_delete_items() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

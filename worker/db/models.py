@@ -155,9 +155,9 @@ class Item(Base):
     __tablename__ = "import_items"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    # No foreign key: checking one costs the database a lookup per row written (the intake
-    # writes its job's rows under the job's lock); a trigger deletes a job's rows with it
-    # (migration 0006).
+    # No foreign key: checking one costs the database a lookup per row written, and rows are
+    # only inserted for a job held locked (the intake) or just created (a rollback's plan); a
+    # trigger deletes a job's rows with it (migration 0006).
     job_id: Mapped[str] = mapped_column(String(36))
     chunk_seq: Mapped[int | None] = mapped_column(Integer)
     line_no: Mapped[int] = mapped_column(Integer)

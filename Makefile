@@ -12,11 +12,17 @@ sources := $(wildcard worker tests bench migrations examples)
 all: lint typecheck test
 
 # uv sync is quick when nothing changed, and makes the environment again when the Python did.
+# Then everything is compiled to bytecode once: uv does not compile at install, and where
+# PYTHONDONTWRITEBYTECODE is set no process writes a cache, so each CLI run, worker and test
+# process would compile every module it imports again (`enos-import --help`: 3.5 s, 1.1 s
+# compiled). compileall skips what is up to date; a file that does not compile (a package's
+# Python 2 leftovers) only stays uncompiled.
 install:
 	@command -v uv >/dev/null 2>&1 || [ -x .bootstrap/bin/uv ] || \
 		(python3 -m venv .bootstrap && .bootstrap/bin/pip install --quiet "uv==0.13.9")
 	@python=$$(scripts/find-python $(PYTHON)) && \
 		UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --quiet --python "$$python"
+	@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib $(sources) >/dev/null || true
 
 demo: install
 	$(BIN)/python -m worker.demo

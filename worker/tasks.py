@@ -15,11 +15,11 @@ from worker import metrics
 from worker.celery_app import QUEUE, app, task
 from worker.importer import events
 from worker.importer.queued import take_submit
-from worker.importer.send import send_chunk
+from worker.importer.send import SendReport, claim_chunk, send_claimed
 from worker.importer.sweeper import sweep
 from worker.logs import get_logger
 from worker.publish import publish_chunks
-from worker.rollback.delete import delete_chunk, rollback_chunk
+from worker.rollback.delete import delete_claimed
 from worker.runtime import send_context
 
 log = get_logger(__name__)
@@ -83,10 +83,11 @@ def send_chunk_task(chunk_id: int) -> None:
     metrics.start_task()
     ctx = send_context()
     # One task for every chunk (the sweeper publishes them alike); a rollback job's deletes.
-    if rollback_chunk(ctx.db, chunk_id):
-        publish_chunks(delete_chunk(ctx, chunk_id).publish)
+    start = claim_chunk(ctx, chunk_id)
+    if start is not None and start.rollback:
+        publish_chunks(delete_claimed(ctx, start).publish)
         return
-    report = send_chunk(ctx, chunk_id)
+    report = SendReport(claimed=False) if start is None else send_claimed(ctx, start)
     metrics.record_send(report)
     publish_chunks(report.publish)
 

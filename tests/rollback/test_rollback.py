@@ -18,9 +18,10 @@ from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.importer import chunks, jobs
 from worker.importer.budget import LocalBudget
+from worker.importer.send import claim_chunk, send_chunk
 from worker.importer.sweeper import sweep
 from worker.rollback import plan as rollback
-from worker.rollback.delete import delete_chunk, rollback_chunk
+from worker.rollback.delete import delete_chunk, delete_claimed
 from worker.settings import Settings
 from worker.simulator.state import Store
 
@@ -43,7 +44,6 @@ def run_rollback(ctx: WorkerContext, job_id: str, chunk_size: int = 4) -> str:
     while time.monotonic() < deadline:
         if queue:
             chunk_id = queue.pop(0)
-            assert rollback_chunk(ctx.db, chunk_id)
             queue.extend(delete_chunk(ctx, chunk_id).publish)
             continue
         sweep(ctx.db, ctx.settings, queue.extend)
@@ -114,6 +114,41 @@ def test_a_device_gone_already_is_not_found_and_a_chunk_done_twice_deletes_once(
         session.execute(update(JOBS).where(JOBS.c.id == new_id).values(status="running"))
     delete_chunk(ctx, chunk_id)
     assert sorted(r["status"] for r in rows(ctx.db, new_id).values()) == ["not_found"] * 6
+
+
+def test_one_claim_tells_a_rollback_chunk_from_an_import_chunk(ctx: WorkerContext) -> None:
+    """The task claims every chunk alike and deletes or sends by what the claim read; a chunk
+    handed to the other kind's function is refused before anything is called."""
+    started = start_job(ctx.db, ctx.settings, [device(f"kind-{n}") for n in range(4)])
+    with ctx.db.read() as session:
+        import_chunk = session.execute(
+            select(CHUNKS.c.id).where(CHUNKS.c.job_id == started.job_id)
+        ).scalar_one()
+
+    def give_back(chunk_id: int) -> None:  # as if the claim's lease had run out
+        with ctx.db.begin() as session:
+            session.execute(update(CHUNKS).where(CHUNKS.c.id == chunk_id).values(status="pending"))
+
+    start = claim_chunk(ctx, import_chunk)
+    assert start is not None and not start.rollback and start.job_status == "running"
+    give_back(import_chunk)
+    with pytest.raises(ValueError, match="belongs to an import"):
+        delete_chunk(ctx, import_chunk)
+    give_back(import_chunk)
+    assert drive(ctx, started) == "completed"
+
+    with ctx.db.begin() as session:
+        new_id = rollback.create(session, rollback.plan(session, started.job_id), 4)
+        chunk_id = session.execute(
+            select(CHUNKS.c.id).where(CHUNKS.c.job_id == new_id)
+        ).scalar_one()
+    with pytest.raises(ValueError, match="belongs to a rollback job"):
+        send_chunk(ctx, chunk_id)
+    give_back(chunk_id)
+    start = claim_chunk(ctx, chunk_id)
+    assert start is not None and start.rollback
+    assert delete_claimed(ctx, start).chunk_state == "done"
+    assert job_status(ctx.db, new_id) == "completed"
 
 
 def test_a_rollback_is_refused_while_the_job_or_another_rollback_runs(

@@ -30,6 +30,7 @@ from worker.importer.chunks import Claim, PendingItem
 from worker.importer.outcome import Plan, write_outcome
 from worker.importer.settle import Stop, may_exist, stop_for
 from worker.logs import get_logger
+from worker.rollback.plan import SOURCE_PREFIX as ROLLBACK_SOURCE
 from worker.settings import Settings
 
 log = get_logger(__name__)
@@ -53,6 +54,8 @@ class Start:
 
     claim: Claim
     org_id: str
+    job_status: str  # at the claim
+    rollback: bool  # the chunk is a rollback job's: its devices are deleted
     options: dict[str, Any]
     items: list[PendingItem]
     stop: Stop | None  # why this claim only settles its rows (``None``: it may send)
@@ -64,12 +67,27 @@ class Start:
 
 
 def send_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
-    with ctx.db.begin() as session:
-        start = _start(session, ctx.settings, chunk_id, ctx.owner)
+    """Claims the chunk of an import and sends it (a rollback's chunk: see ``claim_chunk``)."""
+    start = claim_chunk(ctx, chunk_id)
     if start is None:
         return SendReport(claimed=False)
+    if start.rollback:
+        raise ValueError(f"chunk {chunk_id} belongs to a rollback job: it deletes, not creates")
+    return send_claimed(ctx, start)
+
+
+def claim_chunk(ctx: WorkerContext, chunk_id: int) -> Start | None:
+    """Claims the chunk and reads what its attempt needs, in one transaction; ``None`` when it
+    is not due or is held by someone else. The same for every chunk, an import's or a
+    rollback's (``Start.rollback``: the caller deletes instead of sending)."""
+    with ctx.db.begin() as session:
+        return _start(session, ctx.settings, chunk_id, ctx.owner)
+
+
+def send_claimed(ctx: WorkerContext, start: Start) -> SendReport:
+    """One attempt at an import's chunk this process has claimed."""
     claim = start.claim
-    bound = log.bind(job_id=claim.job_id, chunk_id=chunk_id, attempt=claim.attempts)
+    bound = log.bind(job_id=claim.job_id, chunk_id=claim.chunk_id, attempt=claim.attempts)
 
     plan = Plan()
     try:
@@ -107,7 +125,7 @@ def send_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
 _JOB_AND_LIMITS = (
     select(
         JOBS.c.status, JOBS.c.org_id, JOBS.c.options, JOBS.c.failure, JOBS.c.last_error,
-        LIMITS.c.largest_ok, LIMITS.c.smallest_refused,
+        JOBS.c.source, LIMITS.c.largest_ok, LIMITS.c.smallest_refused,
     )
     .select_from(JOBS.outerjoin(LIMITS, LIMITS.c.org_id == JOBS.c.org_id))
     .where(JOBS.c.id == bindparam("p_job_id", type_=String()))
@@ -128,6 +146,8 @@ def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> S
     return Start(
         claim=claim,
         org_id=job.org_id,
+        job_status=job.status,
+        rollback=job.source.startswith(ROLLBACK_SOURCE),
         options=job.options or {},
         items=chunks.pending_items(session, claim.job_id, claim.seq),
         stop=stop_for(job, claim, settings),

@@ -20,16 +20,14 @@ from sqlalchemy.orm import Session
 from worker.context import WorkerContext
 from worker.db.bulk import update_outcomes
 from worker.db.clock import db_epoch
-from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
-from worker.db.session import Database
+from worker.db.models import ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
 from worker.enos import errors
 from worker.enos.models import Device
 from worker.importer import chunks, jobs
 from worker.importer.backoff import retry_delay
 from worker.importer.chunks import Claim, PendingItem
-from worker.importer.send import SendReport
+from worker.importer.send import SendReport, Start, claim_chunk
 from worker.logs import get_logger
-from worker.rollback.plan import SOURCE_PREFIX
 
 log = get_logger(__name__)
 
@@ -50,30 +48,23 @@ class _Attempt:
     job_error: str | None = None
 
 
-def rollback_chunk(db: Database, chunk_id: int) -> bool:
-    """Whether the chunk belongs to a rollback job (its task then deletes instead of sending)."""
-    with db.read() as session:
-        source = session.execute(
-            select(JOBS.c.source)
-            .join(CHUNKS, CHUNKS.c.job_id == JOBS.c.id)
-            .where(CHUNKS.c.id == chunk_id)
-        ).scalar()
-    return source is not None and source.startswith(SOURCE_PREFIX)
-
-
 def delete_chunk(ctx: WorkerContext, chunk_id: int) -> SendReport:
-    with ctx.db.begin() as session:
-        claim = chunks.claim(session, chunk_id, ctx.owner, ctx.settings.lease_s)
-        if claim is None:
-            return SendReport(claimed=False)
-        job = session.execute(
-            select(JOBS.c.status, JOBS.c.org_id).where(JOBS.c.id == claim.job_id)
-        ).one()
-        items = chunks.pending_items(session, claim.job_id, claim.seq)
+    """Claims a rollback job's chunk and deletes its devices."""
+    start = claim_chunk(ctx, chunk_id)
+    if start is None:
+        return SendReport(claimed=False)
+    if not start.rollback:
+        raise ValueError(f"chunk {chunk_id} belongs to an import: it creates, not deletes")
+    return delete_claimed(ctx, start)
+
+
+def delete_claimed(ctx: WorkerContext, start: Start) -> SendReport:
+    """One attempt at a rollback job's chunk this process has claimed (``claim_chunk``)."""
+    claim, items, chunk_id = start.claim, start.items, start.claim.chunk_id
     bound = log.bind(job_id=claim.job_id, chunk_id=chunk_id, attempt=claim.attempts)
     attempt = _Attempt()
-    if job.status == JobStatus.RUNNING and items:
-        _delete_all(ctx, claim, job.org_id, items, attempt)
+    if start.job_status == JobStatus.RUNNING and items:
+        _delete_all(ctx, claim, start.org_id, items, attempt)
     with ctx.db.begin() as session:
         state = _commit(session, ctx, claim, items, attempt)
         if state is None:

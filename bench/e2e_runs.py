@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from bench.e2e_report import Outcome
 from bench.pg_cpu import BackendCpu
-from bench.throughput.config import BENCH_DB, ORG, BenchError
+from bench.throughput.config import BENCH_DB, LEAN_WORKER, ORG, BenchError
 from bench.throughput.jobs import Bench, run_job
 from bench.throughput.procfs import status_kb, tree
 from bench.throughput.samplers import PeakRss
@@ -163,6 +163,7 @@ def hosts(count: int, spec: Workers, env: dict[str, str], workdir: Path, db: Eng
                 spec.pool,
                 "--concurrency",
                 str(spec.processes),
+                *LEAN_WORKER,
                 "--loglevel",
                 "WARNING",
                 "--hostname",

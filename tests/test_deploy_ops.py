@@ -17,7 +17,17 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from bench import promql
-from tests.deploy_files import DEPLOY, Command, compose, example_settings, problems, unit
+from bench.throughput.config import LEAN_WORKER
+from tests.deploy_files import (
+    CELERY_BASE,
+    DEPLOY,
+    Command,
+    commands,
+    compose,
+    example_settings,
+    problems,
+    unit,
+)
 from worker.db.clock import db_epoch
 from worker.db.models import ServiceBeat
 from worker.db.session import Database
@@ -81,6 +91,21 @@ def k8s_commands(docs: list[dict[str, Any]]) -> list[Command]:
                     argv = tuple(container[probe]["exec"]["command"])
                     found.append(Command(f"{where}.{probe}", argv))
     return found
+
+
+def test_every_deployed_worker_runs_without_gossip_mingle_and_heartbeats() -> None:
+    """Nothing reads them and they cost CPU all the time (deploy/README.md); the bench runs its
+    workers with the same options, so that it measures what is deployed."""
+    base = CELERY_BASE["worker"]
+    workers = [
+        c
+        for c in [*commands(), *k8s_commands(resources())]
+        if (Path(c.argv[0]).name, *c.argv[1:4]) == base
+    ]
+    where = sorted(c.where.split(":")[0].split("/")[0] for c in workers)
+    assert where == ["Deployment", "Dockerfile", "docker-compose.yml", "enos-import-worker.service"]
+    for command in workers:
+        assert set(LEAN_WORKER) <= set(command.argv), command.where
 
 
 def test_every_listed_manifest_is_in_the_folder_and_vice_versa() -> None:

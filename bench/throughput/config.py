@@ -23,6 +23,9 @@ POOLS = ("prefork", "threads", "solo")
 # threads 10, two processes more than calls in flight (the rate budget still allows 8 calls).
 # Others (threads:8) are measured on request (--workers).
 DEFAULT_WORKERS = ("prefork:8", "prefork:10", "threads:10")
+# Every worker runs as deploy/ runs them: without gossip, mingle and event heartbeats
+# (tests/test_deploy_ops.py checks that each deployed worker command has these).
+LEAN_WORKER = ("--without-gossip", "--without-mingle", "--without-heartbeat")
 MEMORY_WORKERS = "prefork:10"
 WARMUP_DEVICES = 8_000
 # Timed jobs per set-up: on a shared virtual machine one job can meet a noisy neighbour; the

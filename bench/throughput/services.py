@@ -24,6 +24,7 @@ from bench.throughput.config import (
     CONCURRENCY,
     FAULTS,
     HOST,
+    LEAN_WORKER,
     ORG,
     POOLS,
     REDIS_DB,
@@ -218,7 +219,7 @@ def cluster(
     worker = start(
         f"worker-{pool}",
         [celery, "-A", app, "worker", "--pool", spec.pool,
-         "--concurrency", str(spec.processes), "--loglevel", "WARNING",
+         "--concurrency", str(spec.processes), *LEAN_WORKER, "--loglevel", "WARNING",
          "--hostname", f"bench-{pool}-{os.getpid()}@%h"],
         env,
         workdir,

@@ -20,6 +20,7 @@ from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.notify import listening
 from worker.db.session import Database, database_url
 from worker.importer import events, jobs
+from worker.importer.intake import IntakeSummary
 from worker.logs import configure
 from worker.readers.sources import FORMATS, SUFFIX_FORMATS, Source, SourceError, open_source
 from worker.settings import Settings, SettingsError, load_settings
@@ -233,6 +234,19 @@ def job_state(db: Database, job_id: str) -> str:
     if state is None:
         raise click.ClickException(f"no job {job_id}")
     return str(state)
+
+
+def intake_line(job_id: str, status: str, summary: IntakeSummary) -> str:
+    """What an intake read, for a job still running: ``summary_line`` without the rows' states."""
+    text = (
+        f"job {job_id} {status}: {summary.rows} rows read, {summary.valid} to send "
+        f"in {summary.chunks} chunks, {summary.invalid} invalid"
+    )
+    if summary.duplicates:
+        text += f" ({summary.duplicates} repeated deviceKeys)"
+    if summary.error:
+        text += f"\n  error: {summary.error}"
+    return text
 
 
 def summary_line(view: JobView) -> str:

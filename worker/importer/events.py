@@ -10,7 +10,7 @@ sends it: delivery is at least once, and a consumer deduplicates by ``job_id``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +54,12 @@ def set_publisher(publish: Publisher, internal_queue: str) -> None:
     _outlet.internal_queue = internal_queue
 
 
-def job_finished(session: Session, job_id: str, status: str) -> None:
-    """Records the end of ``job_id`` in the caller's transaction: NOTIFY and the outbox."""
+def job_finished(
+    session: Session, job_id: str, status: str, counts: Mapping[str, int] | None = None
+) -> None:
+    """Records the end of ``job_id`` in the caller's transaction: NOTIFY and the outbox.
+    ``counts``: the job's rows by state, when the caller has just counted them in this
+    transaction (counting is a pass over every row of the job)."""
     notify(session, CHANNEL, f"{job_id} {status}")
     job = (
         session.connection()
@@ -77,7 +81,7 @@ def job_finished(session: Session, job_id: str, status: str) -> None:
             "org_id": job.org_id,
             "source": job.source,
             "total": job.total,
-            **_counts(session, job_id),
+            **_counts(session, job_id, counts),
         }
         rows.append((settings.on_finish_task, settings.on_finish_queue, kwargs))
     if (job.options or {}).get("intake") == "inbox":
@@ -95,10 +99,10 @@ def job_finished(session: Session, job_id: str, status: str) -> None:
         session.info.setdefault(_PENDING, []).append((event_id, task, queue, kwargs))
 
 
-def _counts(session: Session, job_id: str) -> dict[str, int]:
+def _counts(session: Session, job_id: str, counted: Mapping[str, int] | None) -> dict[str, int]:
     from worker.importer.jobs import item_counts  # jobs calls this module
 
-    counts = item_counts(session, job_id)
+    counts = item_counts(session, job_id) if counted is None else counted
     # The states of import_job_status always; a rollback's (rolled_back, deleted, not_found)
     # only where they occur, so that an import's message keeps its fields.
     return {

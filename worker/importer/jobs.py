@@ -91,7 +91,7 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
     )
     if not result.rowcount:
         return None
-    events.job_finished(session, job_id, final)
+    events.job_finished(session, job_id, final, counts)
     return final
 
 

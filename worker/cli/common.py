@@ -3,8 +3,12 @@ following a job to its end with progress on a terminal."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,12 +121,19 @@ class JobView:
         return pending / rate if rate and pending and self.status not in FINAL_JOB_STATES else None
 
 
-def job_view(db: Database, job_id: str) -> JobView | None:
+def job_view(
+    db: Database, job_id: str, finished: Mapping[str, Any] | None = None
+) -> JobView | None:
+    """The job and its rows' counts; ``finished``: a note of ``events.COUNTS_CHANNEL``, whose
+    counts are taken instead of counting when it is of the job's present end."""
     with db.read() as session:
         row = session.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
         if row is None:
             return None
-        counts = jobs.item_counts(session, job_id)
+        if finished is not None and _of_this_end(finished, row):
+            counts = Counter(finished["counts"])
+        else:
+            counts = jobs.item_counts(session, job_id)
         waiting = None
         if row.status not in FINAL_JOB_STATES:
             waiting = jobs.open_chunks_note(session, job_id)
@@ -141,6 +152,24 @@ def job_view(db: Database, job_id: str) -> JobView | None:
         finished_at=row.finished_at,
         created_at=row.created_at,
         open_chunks=waiting,
+    )
+
+
+def _of_this_end(finished: Mapping[str, Any], row: Any) -> bool:
+    """Whether the note tells the end the job row shows (not an earlier one, before a retry)."""
+    try:
+        # The same instant, whatever time zone each connection shows it in.
+        ended = datetime.fromisoformat(str(finished.get("finished_at")))
+    except ValueError:
+        return False
+    return (
+        finished.get("job_id") == row.id
+        and finished.get("status") == row.status
+        and row.finished_at is not None
+        and ended.tzinfo is not None
+        and row.finished_at.tzinfo is not None
+        and ended == row.finished_at
+        and isinstance(finished.get("counts"), dict)
     )
 
 
@@ -198,7 +227,21 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
         disable=not show,
         transient=False,
     )
-    with progress, listening(db.engine, events.CHANNEL) as listener:
+    finished: dict[str, Any] | None = None  # the job's counts as its end counted them
+
+    def take(notes: list[tuple[str, str]]) -> None:
+        nonlocal finished
+        for channel, payload in notes:
+            if channel == events.COUNTS_CHANNEL:
+                with contextlib.suppress(ValueError):
+                    note = json.loads(payload)
+                    if isinstance(note, dict) and note.get("job_id") == job_id:
+                        finished = note
+
+    with (
+        progress,
+        listening(db.engine, events.CHANNEL, events.COUNTS_CHANNEL) as listener,
+    ):
         task = progress.add_task("job", total=None, state="queued", rate="")
         next_view = 0.0
         while True:
@@ -206,12 +249,16 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
                 tick()
             # Only the job's row is read on every poll: the counts behind the progress bar are
             # work for the database (one pass over the job's rows, most of a second at a
-            # million), so they are read while a bar is shown, for at most a tenth of the time,
-            # and once at the end.
+            # million), so they are read while a bar is shown, for at most a tenth of the time;
+            # at the end, the finishing worker's counts are taken from its notification.
             state = job_state(db, job_id)
+            if state in FINAL_JOB_STATES:
+                take(listener.notes(0))
             if state in FINAL_JOB_STATES or (show and time.monotonic() >= next_view):
                 started = time.monotonic()
-                view = require_job(db, job_id)
+                view = job_view(db, job_id, finished)
+                if view is None:
+                    raise click.ClickException(f"no job {job_id}")
                 next_view = time.monotonic() + 10 * (time.monotonic() - started)
                 rate = view.rate()
                 progress.update(
@@ -223,7 +270,7 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
                 )
                 if view.status in FINAL_JOB_STATES:
                     return view
-            listener.wait(poll_s)
+            take(listener.notes(poll_s))
 
 
 def job_state(db: Database, job_id: str) -> str:

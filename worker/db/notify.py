@@ -20,22 +20,29 @@ def notify(session: Session, channel: str, payload: str) -> None:
 
 
 class Listener:
-    """Waits for a notification on one channel (PostgreSQL), or just sleeps (elsewhere)."""
+    """Waits for a notification on its channels (PostgreSQL), or just sleeps (elsewhere)."""
 
     def __init__(self, connection: Any | None) -> None:
         self._connection = connection
 
-    def wait(self, timeout_s: float) -> list[str]:
-        """The payloads received within ``timeout_s`` (returns at the first one)."""
+    def notes(self, timeout_s: float) -> list[tuple[str, str]]:
+        """The (channel, payload) of what was received within ``timeout_s`` (returns at the
+        first one; 0: only what has already arrived)."""
         if self._connection is None:
             time.sleep(timeout_s)
             return []
-        return [n.payload for n in self._connection.notifies(timeout=timeout_s, stop_after=1)]
+        received = self._connection.notifies(timeout=timeout_s, stop_after=1)
+        return [(n.channel, n.payload) for n in received]
+
+    def wait(self, timeout_s: float) -> list[str]:
+        """The payloads received within ``timeout_s`` (returns at the first one)."""
+        return [payload for _, payload in self.notes(timeout_s)]
 
 
 @contextmanager
-def listening(engine: Engine, channel: str) -> Iterator[Listener]:
-    """A :class:`Listener` on ``channel``, on a connection of its own for as long as it is used."""
+def listening(engine: Engine, *channels: str) -> Iterator[Listener]:
+    """A :class:`Listener` on ``channels``, on a connection of its own for as long as it is
+    used."""
     if engine.dialect.name != "postgresql":
         yield Listener(None)
         return
@@ -44,7 +51,8 @@ def listening(engine: Engine, channel: str) -> Iterator[Listener]:
         driver = raw.driver_connection
         assert driver is not None
         driver.autocommit = True
-        driver.execute(f"LISTEN {channel}")
+        for channel in channels:
+            driver.execute(f"LISTEN {channel}")
         yield Listener(driver)
     finally:
         raw.invalidate()  # closed, not handed back to the pool in autocommit mode

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, event, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -27,6 +29,11 @@ from worker.settings import get_settings
 log = get_logger(__name__)
 
 CHANNEL = "enos_import_jobs"
+# A finished job's counts for a client that follows it (``submit --wait``), which would otherwise
+# count them again, a pass over every row of the job: JSON ``{"job_id", "status",
+# "finished_at", "counts"}``, sent beside CHANNEL's notification when the finishing transaction
+# counted the rows.
+COUNTS_CHANNEL = "enos_import_job_counts"
 INBOX_DONE_TASK = "enos_import.inbox_job_done"
 # A row the after-commit publish should have sent already; older unpublished rows are sent
 # again by the sweeper (a second copy of a young one is harmless, only wasteful).
@@ -55,11 +62,25 @@ def set_publisher(publish: Publisher, internal_queue: str) -> None:
 
 
 def job_finished(
-    session: Session, job_id: str, status: str, counts: Mapping[str, int] | None = None
+    session: Session,
+    job_id: str,
+    status: str,
+    counts: Mapping[str, int] | None = None,
+    finished_at: datetime | None = None,
 ) -> None:
     """Records the end of ``job_id`` in the caller's transaction: NOTIFY and the outbox.
     ``counts``: the job's rows by state, when the caller has just counted them in this
-    transaction (counting is a pass over every row of the job)."""
+    transaction (counting is a pass over every row of the job), with the ``finished_at`` it
+    gave the job."""
+    if counts is not None and finished_at is not None:
+        # First: a client woken by CHANNEL's notification has the counts already.
+        note = {
+            "job_id": job_id,
+            "status": status,
+            "finished_at": finished_at.isoformat(),
+            "counts": {str(state): int(n) for state, n in counts.items() if n},
+        }
+        notify(session, COUNTS_CHANNEL, orjson.dumps(note).decode())
     notify(session, CHANNEL, f"{job_id} {status}")
     job = (
         session.connection()

@@ -84,14 +84,19 @@ def finish_if_done(session: Session, job_id: str) -> str | None:
         final = JobStatus.COMPLETED
     else:
         final = JobStatus.COMPLETED_WITH_ERRORS
-    result = session.connection().execute(
-        update(JOBS)
-        .where(JOBS.c.id == job_id, JOBS.c.status == job.status)
-        .values(status=final, finished_at=func.now())
+    finished = (
+        session.connection()
+        .execute(
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.status == job.status)
+            .values(status=final, finished_at=func.now())
+            .returning(JOBS.c.finished_at)
+        )
+        .first()
     )
-    if not result.rowcount:
+    if finished is None:
         return None
-    events.job_finished(session, job_id, final, counts)
+    events.job_finished(session, job_id, final, counts, finished.finished_at)
     return final
 
 

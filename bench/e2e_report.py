@@ -57,7 +57,7 @@ class Results:
     sdk: Outcome | None = None
     compared: list[Outcome] = field(default_factory=list)
     embedded: list[Outcome] = field(default_factory=list)
-    scale_out: Outcome | None = None
+    scale_out: list[Outcome] = field(default_factory=list)
     sweep: list[Outcome] = field(default_factory=list)
     wall_s: float = 0.0
     load_after: str = ""
@@ -82,10 +82,10 @@ class Target:
 
 
 def targets(res: Results) -> list[Target]:
-    assert res.sdk is not None and res.embedded and res.scale_out is not None
+    assert res.sdk is not None and res.embedded and res.scale_out
     peer, service, cheap = res.best("peer"), res.best("service"), res.cheapest()
     embedded = max(res.embedded, key=lambda o: o.rate)
-    sdk, two = res.sdk.rate, res.scale_out
+    sdk, two = res.sdk.rate, max(res.scale_out, key=lambda o: o.rate)
     largest = max(o.rss_mb for o in [*res.compared, *res.embedded])
     return [
         Target(f"service ≥ {PEER_FRACTION:.0%} of the peer, end to end",
@@ -212,7 +212,7 @@ def section(res: Results) -> str:
     ]
     peer = res.best("peer").rate
     rows = [*([res.sdk] if res.sdk else []), *res.compared, *res.embedded,
-            *([res.scale_out] if res.scale_out else [])]  # fmt: skip
+            *res.scale_out]  # fmt: skip
     lines += [_row(o, peer) for o in rows]
     lines += ["", "Targets (each tool's best run; every run is above):", "",
               "| target | measured | result |", "|---|---|---|"]  # fmt: skip

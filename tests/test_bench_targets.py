@@ -40,7 +40,7 @@ def results(service_s: float = 14.0, ours_s: float = 3.0, postgres_s: float = 2.
             Outcome("service", 8, DEVICES, 2 * service_s, cpu_s=9.0, postgres_s=9.0),
         ],
         embedded=[Outcome("embedded", 8, DEVICES, DEVICES / 5_600, cpu_s=4.0, rss_mb=150)],
-        scale_out=Outcome("service, two hosts", 16, 2 * DEVICES, service_s, workers="2 x"),
+        scale_out=[Outcome("service, two hosts", 16, 2 * DEVICES, service_s, workers="2 x")],
     )
 
 

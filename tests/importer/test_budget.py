@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -77,3 +78,42 @@ def test_a_released_slot_wakes_a_waiter_at_once() -> None:
         time.sleep(0.2)
     thread.join(5)
     assert waited and waited[0] < 1.0
+
+
+def test_a_waiter_is_not_woken_by_releases_whose_slots_were_taken_since(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.importer import budget as budget_module
+
+    monkeypatch.setattr(budget_module, "RELEASE_POLL_S", 5.0)  # only a release wakes the waiter
+    client = redis.Redis.from_url(url := redis_url)
+    budget = RedisBudget(client, f"test-{time.monotonic_ns()}", capacity=2, slot_ttl_s=30)
+    for _ in range(3):  # releases with nobody waiting: each leaves a token behind
+        with budget.slot("o-1"):
+            pass
+    asked: list[int] = []
+    acquire = budget._acquire
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        asked.append(1)
+        return acquire(*args, **kwargs)
+
+    monkeypatch.setattr(budget, "_acquire", counted)
+    waited: list[float] = []
+
+    def waiter() -> None:
+        other = RedisBudget(redis.Redis.from_url(url), budget._name, capacity=2, slot_ttl_s=30)
+        monkeypatch.setattr(other, "_acquire", counted)
+        started = time.monotonic()
+        with other.slot("o-1"):
+            waited.append(time.monotonic() - started)
+
+    with budget.slot("o-1"), budget.slot("o-1"):
+        asked.clear()
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.3)
+    thread.join(10)
+    client.close()
+    assert waited and waited[0] < 2.0  # woken by the release, not by its 5 s poll
+    assert len(asked) == 2  # every slot held, then the released one: no round for a stale token

@@ -100,8 +100,11 @@ class LocalBudget:
             return self._gauge(org_id).limit
 
 
-# KEYS: holders zset, state hash. ARGV: capacity, token, ttl. Returns 0 (granted), -1 (every slot
-# is held: wait for one to be released), or the milliseconds of a 429 pause still to wait.
+# KEYS: holders zset, state hash, released list. ARGV: capacity, token, ttl. Returns 0 (granted),
+# -1 (every slot is held: wait for one to be released), or the milliseconds of a 429 pause still
+# to wait. When every slot is held, the released list's tokens tell of releases whose slots have
+# been taken since: they are dropped, so that a caller about to wait is woken by the next
+# release, not by a stale token (one more round of asking, per token, for nothing).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -115,6 +118,7 @@ if redis.call('ZCARD', KEYS[1]) < math.floor(limit) then
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 60)
   return 0
 end
+redis.call('DEL', KEYS[3])
 return -1
 """
 
@@ -178,7 +182,7 @@ class RedisBudget:
             while True:
                 answer = int(
                     self._acquire(
-                        keys=[holders, state],
+                        keys=[holders, state, released],
                         args=[self.capacity, token, self.slot_ttl_s],
                     )
                 )

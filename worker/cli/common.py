@@ -228,16 +228,6 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
         transient=False,
     )
     finished: dict[str, Any] | None = None  # the job's counts as its end counted them
-
-    def take(notes: list[tuple[str, str]]) -> None:
-        nonlocal finished
-        for channel, payload in notes:
-            if channel == events.COUNTS_CHANNEL:
-                with contextlib.suppress(ValueError):
-                    note = json.loads(payload)
-                    if isinstance(note, dict) and note.get("job_id") == job_id:
-                        finished = note
-
     with (
         progress,
         listening(db.engine, events.CHANNEL, events.COUNTS_CHANNEL) as listener,
@@ -253,7 +243,7 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
             # at the end, the finishing worker's counts are taken from its notification.
             state = job_state(db, job_id)
             if state in FINAL_JOB_STATES:
-                take(listener.notes(0))
+                finished = counts_note(listener.notes(0), job_id) or finished
             if state in FINAL_JOB_STATES or (show and time.monotonic() >= next_view):
                 started = time.monotonic()
                 view = job_view(db, job_id, finished)
@@ -270,7 +260,19 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
                 )
                 if view.status in FINAL_JOB_STATES:
                     return view
-            take(listener.notes(poll_s))
+            finished = counts_note(listener.notes(poll_s), job_id) or finished
+
+
+def counts_note(notes: list[tuple[str, str]], job_id: str) -> dict[str, Any] | None:
+    """The last of ``notes`` telling the counts of ``job_id``'s end (``events.COUNTS_CHANNEL``)."""
+    found = None
+    for channel, payload in notes:
+        if channel == events.COUNTS_CHANNEL:
+            with contextlib.suppress(ValueError):
+                note = json.loads(payload)
+                if isinstance(note, dict) and note.get("job_id") == job_id:
+                    found = note
+    return found
 
 
 def job_state(db: Database, job_id: str) -> str:

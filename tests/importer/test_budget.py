@@ -117,3 +117,21 @@ def test_a_waiter_is_not_woken_by_releases_whose_slots_were_taken_since(
     client.close()
     assert waited and waited[0] < 2.0  # woken by the release, not by its 5 s poll
     assert len(asked) == 2  # every slot held, then the released one: no round for a stale token
+
+
+def test_a_call_marked_a_success_grows_the_budget_back_as_its_slot_is_released(
+    budgets: tuple[RateBudget, RateBudget],
+) -> None:
+    first, second = budgets
+    first.throttled(0.0, "o-1")  # 2 halved to 1
+    for _ in range(2):
+        with first.slot("o-1") as held:
+            held.succeeded()
+    with first.slot("o-1"), second.slot("o-1"):  # grown back to 2 by the two successes
+        pass
+    first.throttled(0.0, "o-2")
+    for _ in range(2):
+        with first.slot("o-2"):  # held without a success: the limit stays halved
+            pass
+    with first.slot("o-2"), pytest.raises(TransientError), second.slot("o-2"):
+        pass

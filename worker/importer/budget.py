@@ -24,10 +24,23 @@ import redis
 from worker.enos.errors import TransientError
 
 
+class Held:
+    """A call slot while it is held. ``succeeded()`` says the call went through; the budget
+    learns it as the slot is released (with Redis, in the same round trip)."""
+
+    __slots__ = ("success",)
+
+    def __init__(self) -> None:
+        self.success = False
+
+    def succeeded(self) -> None:
+        self.success = True
+
+
 class RateBudget(Protocol):
     def slot(self, org_id: str = "") -> Any:
-        """A context manager holding one call slot of the org's budget; raises TransientError
-        if none comes."""
+        """A context manager holding one call slot of the org's budget (it gives a ``Held``);
+        raises TransientError if none comes."""
 
     def throttled(self, retry_after: float | None, org_id: str = "") -> None: ...
 
@@ -59,7 +72,7 @@ class LocalBudget:
         return gauge
 
     @contextmanager
-    def slot(self, org_id: str = "") -> Iterator[None]:
+    def slot(self, org_id: str = "") -> Iterator[Held]:
         deadline = time.monotonic() + self.max_wait_s
         with self._cond:
             gauge = self._gauge(org_id)
@@ -75,11 +88,14 @@ class LocalBudget:
                     raise TransientError("no call slot free in the rate budget", sent=False)
                 self._cond.wait(min(wait, 0.5))
             gauge.held += 1
+        held = Held()
         try:
-            yield
+            yield held
         finally:
             with self._cond:
                 gauge.held -= 1
+                if held.success:
+                    self._grow(gauge)
                 self._cond.notify_all()
 
     def throttled(self, retry_after: float | None, org_id: str = "") -> None:
@@ -91,9 +107,11 @@ class LocalBudget:
 
     def succeeded(self, org_id: str = "") -> None:
         with self._cond:
-            gauge = self._gauge(org_id)
-            gauge.limit = min(float(self.capacity), gauge.limit + 1.0 / max(gauge.limit, 1.0))
+            self._grow(self._gauge(org_id))
             self._cond.notify_all()
+
+    def _grow(self, gauge: _Gauge) -> None:
+        gauge.limit = min(float(self.capacity), gauge.limit + 1.0 / max(gauge.limit, 1.0))
 
     def limit(self, org_id: str = "") -> float:
         with self._cond:
@@ -122,6 +140,25 @@ redis.call('DEL', KEYS[3])
 return -1
 """
 
+# KEYS: holders zset, released list, state hash. ARGV: token, capacity, 1 when the call
+# succeeded. The slot is freed and a token pushed that wakes one waiter; a success grows the
+# limit back (AIMD), written only while it is below capacity.
+_RELEASE = """
+local capacity = tonumber(ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], 1)
+redis.call('LTRIM', KEYS[2], 0, capacity - 1)
+redis.call('EXPIRE', KEYS[2], 60)
+if ARGV[3] == '1' then
+  local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or capacity)
+  if limit < capacity then
+    redis.call('HSET', KEYS[3], 'limit', math.min(capacity, limit + 1 / math.max(limit, 1)))
+    redis.call('EXPIRE', KEYS[3], 86400)
+  end
+end
+return 0
+"""
+
 # KEYS: state hash. ARGV: capacity, retry_after (or -1 on success).
 _ADJUST = """
 local t = redis.call('TIME')
@@ -142,9 +179,11 @@ return tostring(limit)
 """
 
 
-# How long a caller waits for a released slot before it asks again (a release normally wakes it
-# at once; this bounds the wait when a holder died and its slot expired instead).
-RELEASE_POLL_S = 0.1
+# How long a caller waits for a released slot before it asks again. A release wakes it at once;
+# this only bounds the wait when no release comes (a holder died and its slot expired, or the
+# limit grew back), so it can be long: every round of asking costs each waiting process a
+# script call, and there are waiters all the time while an import keeps every slot busy.
+RELEASE_POLL_S = 1.0
 
 
 class RedisBudget:
@@ -165,6 +204,7 @@ class RedisBudget:
         self.max_wait_s = max_wait_s
         self._acquire = client.register_script(_ACQUIRE)
         self._adjust = client.register_script(_ADJUST)
+        self._release = client.register_script(_RELEASE)
 
     def _keys(self, org_id: str) -> tuple[str, str, str]:
         """The org's holders (zset), state (hash), and released list: a token pushed there on
@@ -174,7 +214,7 @@ class RedisBudget:
         return f"{prefix}:holders", f"{prefix}:state", f"{prefix}:released"
 
     @contextmanager
-    def slot(self, org_id: str = "") -> Iterator[None]:
+    def slot(self, org_id: str = "") -> Iterator[Held]:
         holders, state, released = self._keys(org_id)
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.max_wait_s
@@ -188,26 +228,25 @@ class RedisBudget:
                 )
                 if answer == 0:
                     break
-                wait = RELEASE_POLL_S if answer < 0 else min(answer / 1000.0, 1.0)
-                if time.monotonic() + wait > deadline:
+                left = deadline - time.monotonic()
+                if left < 0.01 or (answer > 0 and answer / 1000.0 > left):
                     raise TransientError("no call slot free in the shared rate budget", sent=False)
                 if answer < 0:
-                    self._redis.blpop([released], timeout=wait)
+                    self._redis.blpop([released], timeout=min(RELEASE_POLL_S, left))
                 else:
-                    time.sleep(wait)
+                    time.sleep(min(answer / 1000.0, 1.0, left))
         except redis.RedisError as exc:
             raise TransientError(f"the rate budget is unreachable: {exc}", sent=False) from exc
+        held = Held()
         try:
-            yield
+            yield held
         finally:
             # On a Redis error the slot expires by itself after slot_ttl_s.
             with suppress(redis.RedisError):
-                release = self._redis.pipeline(transaction=False)
-                release.zrem(holders, token)
-                release.lpush(released, 1)
-                release.ltrim(released, 0, self.capacity - 1)
-                release.expire(released, 60)
-                release.execute()
+                self._release(
+                    keys=[holders, released, state],
+                    args=[token, self.capacity, 1 if held.success else 0],
+                )
 
     def throttled(self, retry_after: float | None, org_id: str = "") -> None:
         self._call_adjust(org_id, retry_after if retry_after is not None else 1.0)

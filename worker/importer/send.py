@@ -209,7 +209,7 @@ def _look_up_first(ctx: WorkerContext, start: Start, answers: Answers) -> None:
 
 def _call(ctx: WorkerContext, start: Start, todo: list[PendingItem], plan: Plan) -> None:
     answers = plan.answers
-    with ctx.budget.slot(start.org_id):
+    with ctx.budget.slot(start.org_id) as slot:
         # The call (connect + read timeout, less than the lease) must end before anyone may
         # take the chunk over: unless the claim's own lease still covers it with room to spare,
         # it is renewed right before the call, and a chunk taken over while this attempt
@@ -227,7 +227,7 @@ def _call(ctx: WorkerContext, start: Start, todo: list[PendingItem], plan: Plan)
             require_secret=bool(start.options.get("require_secret")),
         )
         plan.call_s = time.perf_counter() - called
-    ctx.budget.succeeded(start.org_id)
+        slot.succeeded()  # told to the budget as the slot is released
     exists, full_but_maybe = answers.apply(result, todo)
     if answers.created and len(todo) > start.largest_ok:
         # Only news is written: the org's row would otherwise be rewritten by every chunk.

@@ -143,10 +143,10 @@ def _delete_one(
             f"not deleted: assetId {asset_id} is now of productKey {device.product_key}, not "
             f"{item.product_key} as this job created it",
         )
-    with ctx.budget.slot(org_id):
+    with ctx.budget.slot(org_id) as slot:
         _renew(ctx, claim)
         existed = ctx.client.delete_device(org_id, asset_id=asset_id)
-    ctx.budget.succeeded(org_id)
+        slot.succeeded()
     if not existed:
         return _Result(ItemStatus.NOT_FOUND, f"assetId {asset_id} was already gone")
     return _Result(ItemStatus.DELETED)

@@ -210,6 +210,6 @@ def settle_existing(item: PendingItem, device: Device) -> Outcome:
     )
 
 
-def _default_name(payload: str) -> Any:
+def _default_name(payload: bytes) -> Any:
     option = orjson.loads(payload)
     return (option.get("deviceName") or {}).get("defaultValue")

@@ -39,7 +39,7 @@ class PendingItem:
     product_key: str
     device_key: str | None
     key_source: str
-    payload: str
+    payload: bytes  # the CreateOption as the UTF-8 JSON it is sent as
     attempts: int
 
 

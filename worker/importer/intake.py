@@ -143,7 +143,8 @@ class Batch:
 
     def add(self, job_id: str, row: SourceRow, prepared: Prepared, keys: KeyIndex) -> None:
         self.last_line = row.line
-        cells = orjson.dumps(row.cells).decode()
+        # Copied into a bytearray of its own size: orjson's bytes hold a 4 KB buffer each.
+        cells = bytearray(orjson.dumps(row.cells))
         key = prepared.device_key
         if prepared.problems is not None:
             self.invalid += 1
@@ -224,9 +225,12 @@ class Batch:
 CHUNK_SEQ, LINE, DEVICE_KEY, PAYLOAD, STATUS, ERROR = 1, 2, 4, 6, 8, 10
 
 
-def _item(job_id: str, prepared: Prepared, cells: str, status: str, error: str | None) -> list[Any]:
+def _item(
+    job_id: str, prepared: Prepared, cells: bytearray, status: str, error: str | None
+) -> list[Any]:
+    """An item row for ``insert_items``: its JSON as UTF-8 (see there)."""
     payload = (
-        prepared.payload.decode() if status == ItemStatus.PENDING and prepared.payload else None
+        bytearray(prepared.payload) if status == ItemStatus.PENDING and prepared.payload else None
     )
     return [
         job_id, None, prepared.line, prepared.product_key, prepared.device_key,

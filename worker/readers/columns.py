@@ -83,43 +83,54 @@ def typed_attribute(value: str) -> Any:
     return value
 
 
-def option_and_cells(
-    columns: list[Column], cells: list[str]
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The CreateOption of one CSV row, and the row's non-empty cells by column name, made in
-    one pass; empty cells are absent fields."""
-    option: dict[str, Any] = {}
-    named: dict[str, str] = {}
-    width = len(cells)
-    name: dict[str, Any] | None = None
-    attributes: dict[str, Any] | None = None
-    tags: dict[str, Any] | None = None
-    for column in columns:
-        index = column.index
-        if index >= width or not (value := cells[index]):
-            continue
-        named[column.name] = value
-        kind = column.kind
-        if kind == "field":
-            if column.key != "deviceName":
-                option[column.key] = value
-                continue
-            if name is None:
-                name = option["deviceName"] = {}
+class RowShape:
+    """How a header's columns make a row's CreateOption and its cells: worked out once per file,
+    so that each row is a few comprehensions (the intake's most frequent work after parsing)."""
+
+    def __init__(self, columns: list[Column]) -> None:
+        self.width = max((c.index for c in columns), default=-1) + 1
+        self.named = [(c.index, c.name) for c in columns]
+        self.fields = [
+            (c.index, c.key) for c in columns if c.kind == "field" and c.key != "deviceName"
+        ]
+        self.default = next(
+            (c.index for c in columns if c.kind == "field" and c.key == "deviceName"), None
+        )
+        self.locales = [(c.index, c.key) for c in columns if c.kind == "name"]
+        self.attributes = [(c.index, c.key) for c in columns if c.kind == "attr"]
+        self.tags = [(c.index, c.key) for c in columns if c.kind == "tag"]
+
+    def split(self, cells: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The CreateOption of one row, and its non-empty cells by column name (in the
+        header's order); empty cells are absent fields."""
+        if len(cells) < self.width:
+            cells = cells + [""] * (self.width - len(cells))
+        named = {name: value for index, name in self.named if (value := cells[index])}
+        option: dict[str, Any] = {
+            key: value for index, key in self.fields if (value := cells[index])
+        }
+        name: dict[str, Any] = {}
+        if self.default is not None and (value := cells[self.default]):
             name["defaultValue"] = value
-        elif kind == "name":
-            if name is None:
-                name = option["deviceName"] = {}
-            name.setdefault("i18nValue", {})[column.key] = value
-        elif kind == "attr":
-            if attributes is None:
-                attributes = option["deviceAttributes"] = {}
-            attributes[column.key] = typed_attribute(value)
-        else:
-            if tags is None:
-                tags = option["deviceTags"] = {}
-            tags[column.key] = value
-    return option, named
+        if self.locales and (
+            i18n := {key: value for index, key in self.locales if (value := cells[index])}
+        ):
+            name["i18nValue"] = i18n
+        if name:
+            option["deviceName"] = name
+        if self.attributes and (
+            attributes := {
+                key: typed_attribute(value)
+                for index, key in self.attributes
+                if (value := cells[index])
+            }
+        ):
+            option["deviceAttributes"] = attributes
+        if self.tags and (
+            tags := {key: value for index, key in self.tags if (value := cells[index])}
+        ):
+            option["deviceTags"] = tags
+        return option, named
 
 
 def cells_from_option(option: Any) -> dict[str, str]:

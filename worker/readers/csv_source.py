@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from worker.readers.base import BOM, SourceError, SourceRow, _FileSource
-from worker.readers.columns import Column, HeaderError, option_and_cells, parse_header
+from worker.readers.columns import Column, HeaderError, RowShape, parse_header
 
 
 class CsvSource(_FileSource):
@@ -69,6 +69,7 @@ class CsvSource(_FileSource):
         max_rows = self.limits.max_rows
         last_line = reader.line_num
         new_record, problems_of = lines.new_record, lines.problems
+        split = RowShape(columns).split
         while True:
             start = last_line + 1
             new_record()
@@ -101,7 +102,7 @@ class CsvSource(_FileSource):
             if problems:
                 yield SourceRow(start, _cells(columns, cells), None, problems)
                 continue
-            option, named = option_and_cells(columns, cells)
+            option, named = split(cells)
             yield SourceRow(start, named, option)
 
 

@@ -19,7 +19,7 @@ from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 from openpyxl.utils.datetime import from_excel
 
 from worker.readers.base import SourceError, SourceRow, _FileSource
-from worker.readers.columns import Column, HeaderError, option_and_cells, parse_header
+from worker.readers.columns import Column, HeaderError, RowShape, parse_header
 from worker.readers.xlsx_book import (
     MAIN_NS,
     Book,
@@ -82,6 +82,7 @@ class XlsxSource(_FileSource):
                     columns = self._header(number, cells)
                     if columns is None:
                         return
+                    shape = RowShape(columns)
                     continue
                 values = [cells.get(c.index + 1, "") for c in columns]
                 if not any(v.strip() for v in values) and not problems:
@@ -89,7 +90,7 @@ class XlsxSource(_FileSource):
                 if not self._check_rows(count, number):
                     return
                 count += 1
-                yield self._row(number, columns, cells, problems)
+                yield self._row(number, columns, shape, cells, problems)
         if columns is None:
             self.error = SourceError(f"sheet {book.sheet_name!r} is empty", 1)
 
@@ -114,7 +115,12 @@ class XlsxSource(_FileSource):
         return columns
 
     def _row(
-        self, number: int, columns: list[Column], cells: dict[int, str], problems: list[str]
+        self,
+        number: int,
+        columns: list[Column],
+        shape: RowShape,
+        cells: dict[int, str],
+        problems: list[str],
     ) -> SourceRow:
         named = {c.index + 1 for c in columns}
         for index in sorted(set(cells) - named):
@@ -125,7 +131,7 @@ class XlsxSource(_FileSource):
         if problems:
             kept = {c.name: values[c.index] for c in columns if values[c.index] != ""}
             return SourceRow(number, kept, None, problems)
-        option, kept = option_and_cells(columns, values)
+        option, kept = shape.split(values)
         return SourceRow(number, kept, option)
 
     def _raw_rows(self, source: Any, book: Book) -> Iterator[tuple[int, dict[int, str], list[str]]]:

@@ -58,7 +58,8 @@ def test_a_429_halves_the_org_budget_and_successes_grow_it_back(
     with first.slot("o-1"), pytest.raises(TransientError), second.slot("o-1"):
         pass  # 2 halved to 1 call in flight
     for _ in range(3):
-        second.succeeded("o-1")
+        with second.slot("o-1") as held:
+            held.succeeded()
     with first.slot("o-1"), second.slot("o-1"):
         pass
 

@@ -44,8 +44,6 @@ class RateBudget(Protocol):
 
     def throttled(self, retry_after: float | None, org_id: str = "") -> None: ...
 
-    def succeeded(self, org_id: str = "") -> None: ...
-
 
 class _Gauge:
     """One org's slots in one process."""
@@ -105,11 +103,6 @@ class LocalBudget:
             pause = 1.0 if retry_after is None else retry_after
             gauge.pause_until = max(gauge.pause_until, time.monotonic() + pause)
 
-    def succeeded(self, org_id: str = "") -> None:
-        with self._cond:
-            self._grow(self._gauge(org_id))
-            self._cond.notify_all()
-
     def _grow(self, gauge: _Gauge) -> None:
         gauge.limit = min(float(self.capacity), gauge.limit + 1.0 / max(gauge.limit, 1.0))
 
@@ -159,20 +152,15 @@ end
 return 0
 """
 
-# KEYS: state hash. ARGV: capacity, retry_after (or -1 on success).
-_ADJUST = """
+# KEYS: state hash. ARGV: capacity, retry_after. A 429: the limit halves and every caller
+# waits out Retry-After (successes grow it back as their slots are released, see _RELEASE).
+_THROTTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local capacity = tonumber(ARGV[1])
-local limit = tonumber(redis.call('HGET', KEYS[1], 'limit') or capacity)
-local retry_after = tonumber(ARGV[2])
-if retry_after >= 0 then
-  limit = math.max(1, limit / 2)
-  local pause = tonumber(redis.call('HGET', KEYS[1], 'pause_until') or 0)
-  redis.call('HSET', KEYS[1], 'pause_until', math.max(pause, now + retry_after))
-else
-  limit = math.min(capacity, limit + 1 / math.max(limit, 1))
-end
+local limit = math.max(1, tonumber(redis.call('HGET', KEYS[1], 'limit') or capacity) / 2)
+local pause = tonumber(redis.call('HGET', KEYS[1], 'pause_until') or 0)
+redis.call('HSET', KEYS[1], 'pause_until', math.max(pause, now + tonumber(ARGV[2])))
 redis.call('HSET', KEYS[1], 'limit', limit)
 redis.call('EXPIRE', KEYS[1], 86400)
 return tostring(limit)
@@ -203,7 +191,7 @@ class RedisBudget:
         self.slot_ttl_s = slot_ttl_s
         self.max_wait_s = max_wait_s
         self._acquire = client.register_script(_ACQUIRE)
-        self._adjust = client.register_script(_ADJUST)
+        self._throttle = client.register_script(_THROTTLE)
         self._release = client.register_script(_RELEASE)
 
     def _keys(self, org_id: str) -> tuple[str, str, str]:
@@ -249,12 +237,7 @@ class RedisBudget:
                 )
 
     def throttled(self, retry_after: float | None, org_id: str = "") -> None:
-        self._call_adjust(org_id, retry_after if retry_after is not None else 1.0)
-
-    def succeeded(self, org_id: str = "") -> None:
-        self._call_adjust(org_id, -1)
-
-    def _call_adjust(self, org_id: str, retry_after: float) -> None:
-        # Adapting the rate is best effort; the next call tries again.
+        pause = retry_after if retry_after is not None else 1.0
+        # Adapting the rate is best effort; the next 429 tries again.
         with suppress(redis.RedisError):
-            self._adjust(keys=[self._keys(org_id)[1]], args=[self.capacity, retry_after])
+            self._throttle(keys=[self._keys(org_id)[1]], args=[self.capacity, pause])

@@ -182,7 +182,10 @@ def section(res: Results) -> str:
         f"other work: load average (1, 5, 15 min) {res.load_before} before the run, "
         f"{res.load_after} after it. *Machine busy* is the CPUs the whole machine kept busy, on "
         f"average, during each run (`/proc/stat`, everyone's work): at {info['cpus']} the "
-        "machine had no CPU to spare.",
+        "machine had no CPU to spare. A service run's note also gives *reference*, the CPU time "
+        "of a fixed piece of Python work just before it (as in the import throughput section): "
+        "this virtual machine's CPUs run slower when its invisible neighbours are busy, and every "
+        "CPU figure moves with them.",
         "",
         f'Set-up: `enos-import simulator --faults "{FAULTS}"` (a 1,000-device call waits 0.5 s '
         "+ 1,000 x 0.5 ms); sequential 1,000-device calls took "

@@ -138,7 +138,7 @@ def run_service(bench: Bench, label: str, path: Path, devices: int, c: Cluster) 
         phases=(
             f"job created to first claim {job.intake_s:.1f} s, then sending {job.send_s:.1f} s; "
             f"ours: workers {job.us(job.cpu.worker):.1f}, beat {job.us(job.cpu.beat):.1f}, "
-            f"submit {job.us(job.cli_cpu_s):.1f} µs/device"
+            f"submit {job.us(job.cli_cpu_s):.1f} µs/device; reference {job.reference_ms:.0f} ms"
         ),
     )
 

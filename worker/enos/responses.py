@@ -138,25 +138,39 @@ def item_result(entry: Any) -> ItemResult:
     if not isinstance(entry, dict):
         return ItemResult(ok=False, code=None, message="EnOS returned no result for this device")
     code = entry.get("code")
-    message = str(entry.get("msg") or "")
+    message = entry.get("msg")
+    if not isinstance(message, str):
+        message = str(message or "")
     data = entry.get("data")
-    data = data if isinstance(data, dict) else {}
-    asset_id = opt_str(data.get("assetId"))
-    ok = code == 0 and message.upper() in ("OK", "") and asset_id is not None
+    if not isinstance(data, dict):
+        data = _NO_DATA
+    # This runs for every device of every answer: opt_str is written out in place (a call per
+    # field cost a third of the function), and the result is built positionally (keywords cost
+    # a third more): (ok, code, message, asset_id, device_key, product_key, device_secret,
+    # session_key).
+    asset_id = data.get("assetId")
+    if not (isinstance(asset_id, str) and asset_id):
+        asset_id = None
+    ok = code == 0 and (message == "OK" or message.upper() in ("OK", "")) and asset_id is not None
     if code == 0 and not ok:
         message = message or "EnOS reported success without an assetId"
-    # Positional (ok, code, message, asset_id, device_key, product_key, device_secret,
-    # session_key): this runs for every device of every answer, and keywords cost a third more.
+    device_key = data.get("deviceKey")
+    product_key = data.get("productKey")
+    secret = data.get("deviceSecret")
+    session_key = data.get("sessionKey")
     return ItemResult(
         ok,
         code if isinstance(code, int) else None,
         "OK" if ok else message,
         asset_id,
-        opt_str(data.get("deviceKey")),
-        opt_str(data.get("productKey")),
-        opt_str(data.get("deviceSecret")),
-        opt_str(data.get("sessionKey")),
+        device_key if isinstance(device_key, str) and device_key else None,
+        product_key if isinstance(product_key, str) and product_key else None,
+        secret if isinstance(secret, str) and secret else None,
+        session_key if isinstance(session_key, str) and session_key else None,
     )
+
+
+_NO_DATA: dict[str, Any] = {}
 
 
 def retry_after(value: str | None) -> float | None:

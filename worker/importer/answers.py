@@ -103,20 +103,21 @@ class Answers:
         (11702), and the rows of a full product that an earlier call may have created."""
         exists: list[PendingItem] = []
         full_but_maybe: list[PendingItem] = []
+        outcomes, maybe, created = self.outcomes, self.maybe, ItemStatus.CREATED
         for item, answer in zip(items, result.items, strict=True):
-            kind = answer.kind
-            if kind is ItemKind.CREATED:
+            if answer.ok:  # the kind of almost every answer, settled in place (see ``settle``)
                 self.created += 1
-                self.settle(
-                    item,
-                    Outcome(
-                        ItemStatus.CREATED,
-                        asset_id=answer.asset_id,
-                        device_secret=answer.device_secret,
-                        session_key=answer.session_key,
-                    ),
-                )
-            elif kind is ItemKind.EXISTS:
+                # Positional: (status, asset_id, error_code, error_message, retryable,
+                # device_secret, session_key).
+                outcomes[item.id] = Outcome(
+                    created, answer.asset_id, None, None, False, answer.device_secret,
+                    answer.session_key,
+                )  # fmt: skip
+                if maybe:
+                    maybe.discard(item.id)
+                continue
+            kind = answer.kind
+            if kind is ItemKind.EXISTS:
                 exists.append(item)
             elif kind is ItemKind.RETRY:
                 self.last_error = f"{GENERATE_KEY_FAILED}: {answer.message}"

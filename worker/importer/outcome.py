@@ -210,9 +210,10 @@ def outcome_rows(
     the database parses a chunk's outcomes as one document, and a created row needs five of
     its nine fields."""
     rows: list[dict[str, Any]] = []
+    outcomes, sent = answers.outcomes, answers.sent
     for item in items:
-        outcome = answers.outcomes.get(item.id)
-        attempts = item.attempts + (1 if item.id in answers.sent else 0)
+        outcome = outcomes.get(item.id)
+        attempts = item.attempts + 1 if item.id in sent else item.attempts
         if outcome is not None:
             row = {
                 "item_id": item.id,
@@ -231,7 +232,7 @@ def outcome_rows(
             if outcome.session_key is not None:
                 row["session_key"] = outcome.session_key
             rows.append(row)
-        elif item.id in answers.sent:
+        elif item.id in sent:
             row = {
                 "item_id": item.id,
                 "status": ItemStatus.PENDING,

@@ -55,7 +55,7 @@ def fill(db: Database) -> None:
                      "next_attempt_at": 0.0},
                 ],
             )  # fmt: skip
-        session.add(ServiceBeat(name="sweeper", last_run_at=now - 4))
+        session.execute(insert(ServiceBeat).values(name="sweeper", last_run_at=now - 4))
 
 
 def test_first_attempts_count_from_their_publication(db: Database) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.registry import Collector
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from bench import promql
 from bench.throughput.config import LEAN_WORKER
@@ -295,7 +295,7 @@ def test_every_dashboard_metric_is_exposed(pg_db: Database) -> None:
     instruments()  # the workers' metrics, in this process's registry
     with pg_db.begin() as session:
         now = float(session.execute(db_epoch().select()).scalar_one())
-        session.add(ServiceBeat(name="sweeper", last_run_at=now))
+        session.execute(insert(ServiceBeat).values(name="sweeper", last_run_at=now))
     database = CollectorRegistry()
     database.register(DatabaseCollector(pg_db))
     exposed = exposed_names([REGISTRY, database])

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus, ServiceBeat
-from worker.db.session import Database
+from worker.db.session import Database, Session
 from worker.importer.sweeper import BEAT
 from worker.logs import get_logger
 

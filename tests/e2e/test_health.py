@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.services import Simulator, process_env
@@ -70,7 +71,7 @@ def test_no_worker_old_sweep_and_unmigrated_database(
     # The tests' own Redis database: no worker listens there (none was started).
     env = process_env(simulator.url, pg_db.url, redis_url)
     with pg_db.begin() as session:
-        session.add(ServiceBeat(name="sweeper", last_run_at=0.0))  # 1970: long ago
+        session.execute(insert(ServiceBeat).values(name="sweeper", last_run_at=0.0))  # 1970
     code, checks = health(env, workdir)
     assert (code, failing(checks)) == (1, ["worker", "sweep"]), checks
     assert checks["worker"]["detail"] == "no worker answered a ping"

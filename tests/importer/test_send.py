@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from tests.importer.support import device, drive, fast_settings, job_status, rows, start_job
 from worker.context import WorkerContext
-from worker.db.models import CHUNKS, JOBS, OrgBatchLimit
+from worker.db.models import BATCH_LIMITS, CHUNKS, JOBS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
 from worker.enos.secret_box import Opener
@@ -132,7 +132,9 @@ def test_99400_splits_the_chunk_and_remembers_the_org_batch_limit(
     assert drive(ctx, started) == "completed"
     assert len(sim_store.assets) == 4
     with db.read() as session:
-        limit = session.get(OrgBatchLimit, "o-demo")
+        limit = session.execute(
+            select(BATCH_LIMITS).where(BATCH_LIMITS.c.org_id == "o-demo")
+        ).one_or_none()
         assert limit is not None
         assert (limit.largest_ok, limit.smallest_refused) == (2, 4)
 
@@ -357,7 +359,11 @@ def test_a_whole_request_99400_caused_by_one_device_does_not_cap_the_org(
     started = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(1, 5)])
     assert drive(ctx, started) == "completed"
     with db.begin() as session:
-        session.merge(OrgBatchLimit(org_id="o-demo", largest_ok=4, smallest_refused=2))
+        session.execute(
+            update(BATCH_LIMITS)
+            .where(BATCH_LIMITS.c.org_id == "o-demo")
+            .values(largest_ok=4, smallest_refused=2)
+        )
     calls = sim_app.state.api.stats.calls
     again = start_job(ctx.db, ctx.settings, [device(f"meter-{n:04d}") for n in range(5, 9)])
     assert drive(ctx, again) == "completed"

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import click
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from worker.cli.common import (
     EXIT_BY_STATE,
@@ -25,7 +24,7 @@ from worker.cli.common import (
     summary_line,
 )
 from worker.db.models import CHUNKS, FINAL_JOB_STATES, JOBS, ChunkStatus
-from worker.db.session import Database
+from worker.db.session import Database, Session
 from worker.importer import chunks
 from worker.rollback import plan as rollback
 from worker.settings import Settings

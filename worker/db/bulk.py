@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import LargeBinary, cast, select
-from sqlalchemy.orm import Session
 
 from worker.db.models import ITEMS, ItemStatus
+from worker.db.session import Session
 
 ITEM_COLUMNS = (
     "job_id", "chunk_seq", "line_no", "product_key", "device_key", "key_source", "payload",

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
+
+from worker.db.session import Session
 
 
 def notify(session: Session, channel: str, payload: str) -> None:

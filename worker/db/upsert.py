@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+
+from worker.db.session import Session
 
 
 def insert_ignore(

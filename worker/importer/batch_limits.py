@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, update
-from sqlalchemy.orm import Session
 
 from worker.db.clock import greatest, least
 from worker.db.models import BATCH_LIMITS
+from worker.db.session import Session
 from worker.db.upsert import upsert
 
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Double, Integer, String, and_, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session
 
 from worker.db.bulk import chunk_rows
 from worker.db.clock import db_epoch
 from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, JobStatus
+from worker.db.session import Session
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, event, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, insert, select, update
 
 from worker.db.clock import db_epoch
 from worker.db.models import EVENTS, JOBS, ROLLBACK_STATES, ItemStatus
 from worker.db.notify import notify
-from worker.db.session import Database
+from worker.db.session import Database, Session
 from worker.logs import get_logger
 from worker.settings import get_settings
 
@@ -38,7 +37,6 @@ INBOX_DONE_TASK = "enos_import.inbox_job_done"
 # A row the after-commit publish should have sent already; older unpublished rows are sent
 # again by the sweeper (a second copy of a young one is harmless, only wasteful).
 REPUBLISH_AFTER_S = 10.0
-_PENDING = "enos_import.pending_events"
 
 Publisher = Callable[[str, str, dict[str, Any]], None]
 
@@ -107,6 +105,10 @@ def job_finished(
         rows.append((settings.on_finish_task, settings.on_finish_queue, kwargs))
     if (job.options or {}).get("intake") == "inbox":
         rows.append((INBOX_DONE_TASK, _outlet.internal_queue, {"job_id": job_id}))
+    pending: list[tuple[int, str, str, dict[str, Any]]] = []
+    if rows:
+        engine = session.engine
+        session.after_commit(lambda: _publish(engine, pending))
     for task, queue, kwargs in rows:
         event_id = (
             session.connection()
@@ -117,7 +119,7 @@ def job_finished(
             )
             .scalar_one()
         )
-        session.info.setdefault(_PENDING, []).append((event_id, task, queue, kwargs))
+        pending.append((event_id, task, queue, kwargs))
 
 
 def _counts(session: Session, job_id: str, counted: Mapping[str, int] | None) -> dict[str, int]:
@@ -131,20 +133,6 @@ def _counts(session: Session, job_id: str, counted: Mapping[str, int] | None) ->
         for state in ItemStatus
         if state not in ROLLBACK_STATES or counts.get(state)
     }
-
-
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    pending = session.info.pop(_PENDING, None)
-    if pending:
-        bind = session.get_bind()
-        engine = bind if isinstance(bind, Engine) else bind.engine
-        _publish(engine, pending)
-
-
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
 
 
 def _publish(engine: Engine, pending: list[tuple[int, str, str, dict[str, Any]]]) -> int:

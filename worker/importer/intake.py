@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import func, insert, literal, select
-from sqlalchemy.orm import Session
 
 from worker.db.bulk import insert_items
 from worker.db.models import CHUNKS, ITEMS, ChunkStatus, ItemStatus, KeySource
+from worker.db.session import Session
 from worker.enos.validation import check_create_option
 from worker.importer import chunks
 from worker.importer.keys import derive_device_key

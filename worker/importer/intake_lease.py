@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import and_, case, func, select, update
-from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch, db_now
 from worker.db.models import JOBS, JobStatus
+from worker.db.session import Session
 from worker.importer import events
 from worker.importer.intake import IntakeSummary
 from worker.importer.jobs import finish_if_done

@@ -8,7 +8,6 @@ from collections import Counter
 from typing import Any
 
 from sqlalchemy import String, bindparam, delete, func, select, update
-from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
 from worker.db.models import (
@@ -22,6 +21,7 @@ from worker.db.models import (
     ItemStatus,
     JobStatus,
 )
+from worker.db.session import Session
 from worker.db.upsert import insert_ignore
 from worker.importer import chunks, events
 from worker.importer.intake import plan_chunks

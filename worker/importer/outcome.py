@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, bindparam, select
-from sqlalchemy.orm import Session
 
 from worker.db.bulk import update_outcomes
 from worker.db.clock import db_epoch
 from worker.db.models import FULL_PRODUCTS, JOBS, ChunkStatus, ItemStatus, KeySource
+from worker.db.session import Session
 from worker.db.upsert import insert_ignore
 from worker.enos.models import PRODUCT_FULL
 from worker.importer import batch_limits, chunks, jobs

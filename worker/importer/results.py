@@ -14,9 +14,9 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import orjson
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from worker.db.models import ITEMS, JOBS, ItemStatus
+from worker.db.session import Session
 
 if TYPE_CHECKING:  # the key's code is loaded only by an export of secrets
     from worker.enos.secret_box import Opener

@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from worker.context import WorkerContext
 from worker.db.models import BATCH_LIMITS as LIMITS
 from worker.db.models import FULL_PRODUCTS, JOBS, ChunkStatus, KeySource
+from worker.db.session import Session
 from worker.enos import errors
 from worker.importer import chunks, jobs
 from worker.importer.answers import Answers

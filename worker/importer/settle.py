@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, select, update
-from sqlalchemy.orm import Session
 
 from worker.db.models import CHUNKS, ITEMS, ChunkStatus, ItemStatus, JobStatus, KeySource
+from worker.db.session import Session
 from worker.importer.chunks import Claim, PendingItem
 from worker.settings import Settings
 

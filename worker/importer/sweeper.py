@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Table, select
-from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
 from worker.db.models import JOBS, JobStatus, ServiceBeat
-from worker.db.session import Database
+from worker.db.session import Database, Session
 from worker.db.upsert import upsert
 from worker.importer import chunks, events, jobs
 from worker.logs import get_logger

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import TextIO
 
 from sqlalchemy import and_, func, insert, select, update
-from sqlalchemy.orm import Session
 
 from worker.db.models import FINAL_JOB_STATES, INBOX_FILES, JOBS, JobStatus
-from worker.db.session import Database
+from worker.db.session import Database, Session
 from worker.importer import results as export
 from worker.inbox import folders
 from worker.logs import get_logger

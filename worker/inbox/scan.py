@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
 
 from worker.db.clock import db_epoch
 from worker.db.models import INBOX_FILES, SIGHTINGS
-from worker.db.session import Database
+from worker.db.session import Database, Session
 from worker.db.upsert import insert_ignore, upsert
 from worker.importer import boundary, intake_lease, jobs
 from worker.importer.submit import job_options

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import orjson
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
 
 from worker.context import WorkerContext
 from worker.db.bulk import update_outcomes
 from worker.db.clock import db_epoch
 from worker.db.models import ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
+from worker.db.session import Session
 from worker.enos import errors
 from worker.enos.models import Device
 from worker.importer import chunks, jobs

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from worker.db.models import FINAL_JOB_STATES, ITEMS, JOBS, ItemStatus, JobStatus
+from worker.db.session import Session
 from worker.importer import jobs
 from worker.importer.intake import plan_chunks
 

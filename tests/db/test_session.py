@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.pool import QueuePool
 
 from worker.db.models import BATCH_LIMITS
 from worker.db.session import Database
@@ -35,6 +36,7 @@ def test_an_error_rolls_back_and_runs_no_callback(db: Database) -> None:
 
 def test_the_connection_is_taken_at_the_first_statement(db: Database) -> None:
     pool = db.engine.pool
+    assert isinstance(pool, QueuePool)
     with db.begin() as session:
         before = pool.checkedout()
         session.execute(select(1))

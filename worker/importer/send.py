@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import String, bindparam, select
+from sqlalchemy import String, bindparam, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from worker.context import WorkerContext
@@ -120,19 +120,21 @@ def send_claimed(ctx: WorkerContext, start: Start) -> SendReport:
     return report
 
 
-# The job and its org's batch limit in one statement, and the job's full products: every chunk
-# reads them (built once, see ``chunks``).
+# The job, its org's batch limit and whether it has full products in one statement, and the
+# full products themselves when it has any (rarely): every chunk reads them (built once, see
+# ``chunks``).
+_FULL_PRODUCTS = select(FULL_PRODUCTS.c.product_key, FULL_PRODUCTS.c.message).where(
+    FULL_PRODUCTS.c.job_id == bindparam("p_job_id", type_=String())
+)
 _JOB_AND_LIMITS = (
     select(
         JOBS.c.status, JOBS.c.org_id, JOBS.c.options, JOBS.c.failure, JOBS.c.last_error,
         JOBS.c.source, LIMITS.c.largest_ok, LIMITS.c.smallest_refused,
+        exists().where(FULL_PRODUCTS.c.job_id == JOBS.c.id).label("has_full"),
     )
     .select_from(JOBS.outerjoin(LIMITS, LIMITS.c.org_id == JOBS.c.org_id))
     .where(JOBS.c.id == bindparam("p_job_id", type_=String()))
 )  # fmt: skip
-_FULL_PRODUCTS = select(FULL_PRODUCTS.c.product_key, FULL_PRODUCTS.c.message).where(
-    FULL_PRODUCTS.c.job_id == bindparam("p_job_id", type_=String())
-)
 
 
 def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> Start | None:
@@ -142,7 +144,11 @@ def _start(session: Session, settings: Settings, chunk_id: int, owner: str) -> S
         return None
     connection = session.connection()
     job = connection.execute(_JOB_AND_LIMITS, {"p_job_id": claim.job_id}).one()
-    full = dict(connection.execute(_FULL_PRODUCTS, {"p_job_id": claim.job_id}).all())
+    full = (
+        dict(connection.execute(_FULL_PRODUCTS, {"p_job_id": claim.job_id}).all())
+        if job.has_full
+        else {}
+    )
     return Start(
         claim=claim,
         org_id=job.org_id,

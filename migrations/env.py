@@ -6,12 +6,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from worker.db.models import Base
+from worker.db.models import METADATA
 from worker.db.session import database_url, make_engine
 from worker.settings import get_settings
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
 def run(connection: Connection) -> None:

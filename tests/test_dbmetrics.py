@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 from tests.harness.processes import BIN, base_env, free_port, start, wait_until
 from worker.db.clock import db_epoch
-from worker.db.models import CHUNKS, ITEMS, JOBS, ServiceBeat
+from worker.db.models import CHUNKS, ITEMS, JOBS, SERVICE_BEATS
 from worker.db.session import Database
 from worker.dbmetrics import DatabaseCollector
 
@@ -55,7 +55,7 @@ def fill(db: Database) -> None:
                      "next_attempt_at": 0.0},
                 ],
             )  # fmt: skip
-        session.execute(insert(ServiceBeat).values(name="sweeper", last_run_at=now - 4))
+        session.execute(insert(SERVICE_BEATS).values(name="sweeper", last_run_at=now - 4))
 
 
 def test_first_attempts_count_from_their_publication(db: Database) -> None:

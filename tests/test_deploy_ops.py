@@ -29,7 +29,7 @@ from tests.deploy_files import (
     unit,
 )
 from worker.db.clock import db_epoch
-from worker.db.models import ServiceBeat
+from worker.db.models import SERVICE_BEATS
 from worker.db.session import Database
 from worker.dbmetrics import DatabaseCollector
 from worker.metrics import instruments
@@ -295,7 +295,7 @@ def test_every_dashboard_metric_is_exposed(pg_db: Database) -> None:
     instruments()  # the workers' metrics, in this process's registry
     with pg_db.begin() as session:
         now = float(session.execute(db_epoch().select()).scalar_one())
-        session.execute(insert(ServiceBeat).values(name="sweeper", last_run_at=now))
+        session.execute(insert(SERVICE_BEATS).values(name="sweeper", last_run_at=now))
     database = CollectorRegistry()
     database.register(DatabaseCollector(pg_db))
     exposed = exposed_names([REGISTRY, database])

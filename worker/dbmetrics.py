@@ -13,7 +13,15 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from worker.db.clock import db_epoch
-from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus, ServiceBeat
+from worker.db.models import (
+    CHUNKS,
+    ITEMS,
+    JOBS,
+    SERVICE_BEATS,
+    ChunkStatus,
+    ItemStatus,
+    JobStatus,
+)
 from worker.db.session import Database, Session
 from worker.importer.sweeper import BEAT
 from worker.logs import get_logger
@@ -51,7 +59,7 @@ def oldest_due_age_s(session: Session) -> float:
 
 def last_sweep(session: Session) -> tuple[float, float] | None:
     """The last sweep as (epoch seconds, seconds ago), by the database's clock."""
-    beats = ServiceBeat.__table__.c
+    beats = SERVICE_BEATS.c
     row = session.execute(
         select(beats.last_run_at, db_epoch() - beats.last_run_at).where(beats.name == BEAT)
     ).first()

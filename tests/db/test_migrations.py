@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from worker.db.models import Base
+from worker.db.models import METADATA
 from worker.db.views import DEVICE_OUTCOME_COLUMNS, JOB_STATUS_COLUMNS
 
 DESIGN_JOB_STATUS = (
@@ -29,7 +29,7 @@ def test_the_models_and_the_migrations_agree(url: str) -> None:
     engine = create_engine(url)
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        differences = compare_metadata(context, Base.metadata)
+        differences = compare_metadata(context, METADATA)
     engine.dispose()
     assert differences == []
 

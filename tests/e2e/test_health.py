@@ -16,7 +16,7 @@ from tests.e2e.conftest import Cluster
 from tests.e2e.services import Simulator, process_env
 from tests.harness.processes import free_port, run_cli
 from tests.harness.services import empty_database
-from worker.db.models import ServiceBeat
+from worker.db.models import SERVICE_BEATS
 from worker.db.session import Database
 
 CHECKS = ["database", "broker", "worker", "sweep"]
@@ -71,7 +71,7 @@ def test_no_worker_old_sweep_and_unmigrated_database(
     # The tests' own Redis database: no worker listens there (none was started).
     env = process_env(simulator.url, pg_db.url, redis_url)
     with pg_db.begin() as session:
-        session.execute(insert(ServiceBeat).values(name="sweeper", last_run_at=0.0))  # 1970
+        session.execute(insert(SERVICE_BEATS).values(name="sweeper", last_run_at=0.0))  # 1970
     code, checks = health(env, workdir)
     assert (code, failing(checks)) == (1, ["worker", "sweep"]), checks
     assert checks["worker"]["detail"] == "no worker answered a ping"

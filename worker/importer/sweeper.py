@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from worker.db.clock import db_epoch
-from worker.db.models import JOBS, JobStatus, ServiceBeat
+from worker.db.models import JOBS, SERVICE_BEATS, JobStatus
 from worker.db.session import Database, Session
 from worker.db.upsert import upsert
 from worker.importer import chunks, events, jobs
@@ -150,7 +150,7 @@ def _recover_intake(
 def record_beat(session: Session, name: str = BEAT) -> None:
     upsert(
         session,
-        cast(Table, ServiceBeat.__table__),
+        SERVICE_BEATS,
         {"name": name, "last_run_at": db_epoch()},
         ["name"],
         lambda excluded: {"last_run_at": excluded.last_run_at},
@@ -160,8 +160,6 @@ def record_beat(session: Session, name: str = BEAT) -> None:
 def seconds_since_beat(session: Session, name: str = BEAT) -> float | None:
     """How long ago the sweeper last ran, by the database clock; ``None`` if it never ran."""
     row = session.execute(
-        select(db_epoch() - ServiceBeat.__table__.c.last_run_at).where(
-            ServiceBeat.__table__.c.name == name
-        )
+        select(db_epoch() - SERVICE_BEATS.c.last_run_at).where(SERVICE_BEATS.c.name == name)
     ).first()
     return None if row is None else float(row[0])

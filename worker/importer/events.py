@@ -105,10 +105,19 @@ def job_finished(
         rows.append((settings.on_finish_task, settings.on_finish_queue, kwargs))
     if (job.options or {}).get("intake") == "inbox":
         rows.append((INBOX_DONE_TASK, _outlet.internal_queue, {"job_id": job_id}))
+    _write_outbox(session, job_id, rows)
+
+
+def _write_outbox(
+    session: Session, job_id: str, rows: list[tuple[str, str, dict[str, Any]]]
+) -> None:
+    """Writes the events ``(task, queue, kwargs)`` and publishes them once the transaction
+    committed."""
+    if not rows:
+        return
     pending: list[tuple[int, str, str, dict[str, Any]]] = []
-    if rows:
-        engine = session.engine
-        session.after_commit(lambda: _publish(engine, pending))
+    engine = session.engine
+    session.after_commit(lambda: _publish(engine, pending))
     for task, queue, kwargs in rows:
         event_id = (
             session.connection()

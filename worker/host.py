@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import socket
+from collections.abc import Iterator
 
 
 def pid_alive(pid: int) -> bool:
@@ -59,3 +61,20 @@ def tune_collector() -> None:
     CPU per chunk, 5% per intake row (measured in one process)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection meanwhile: for a command's start-up, whose imports make a few
+    hundred thousand objects that all live as long as the process. The collector would walk
+    them again and again for nothing: a sixth of the CPU of importing what ``submit`` needs
+    (0.96 → 0.82 s here)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        # Frozen, or the first collection after would walk them all once anyway.
+        gc.freeze()
+        if enabled:
+            gc.enable()

@@ -229,6 +229,35 @@ def test_payloads_carry_the_device_key(db: Database, settings: Settings, tmp_pat
     assert by_line[10].payload is None
 
 
+def test_non_ascii_payloads_and_cells_are_stored_as_read(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    # PostgreSQL gets the rows' JSON through binary COPY as UTF-8 bytes: each character must
+    # come back as it was, in the payload sent and in the operator's own cells.
+    name = 'Zähler Nº 1 東京 \U0001f32c\ufe0f "quoted" \\ back'
+    path = write(
+        tmp_path,
+        "devices.csv",
+        "productKey,deviceKey,deviceName,deviceName.zh_CN,timezone,tag.site\r\n"
+        f'pk-wind,turbine-0001,"{name.replace(chr(34), chr(34) * 2)}",风机一号,+08:00,Ålesund\r\n',
+    )
+    job_id, _ = start(db, settings, path)
+    assert [o.error_message for o in outcomes(db, job_id)] == [None]
+    payload = orjson.loads(items(db, job_id)[2].payload)
+    assert payload["deviceName"] == {"defaultValue": name, "i18nValue": {"zh_CN": "风机一号"}}
+    assert payload["deviceTags"] == {"site": "Ålesund"}
+    (cells,) = query(db, "SELECT cells FROM import_items WHERE job_id = :job", job=job_id)
+    stored = cells[0] if isinstance(cells[0], dict) else orjson.loads(cells[0])
+    assert stored == {
+        "productKey": "pk-wind",
+        "deviceKey": "turbine-0001",
+        "deviceName": name,
+        "deviceName.zh_CN": "风机一号",
+        "timezone": "+08:00",
+        "tag.site": "Ålesund",
+    }
+
+
 def test_derived_keys_are_stable_and_depend_on_org_content_and_line(
     db: Database, settings: Settings, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from worker.cli.verbosity import VERBOSE_OPTION
+from worker.host import collector_paused
 
 COMMANDS = {
     "submit": "worker.cli.jobs:submit",
@@ -41,7 +42,8 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attribute = target.partition(":")
-        command: Any = getattr(importlib.import_module(module), attribute)
+        with collector_paused():
+            command: Any = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
         return command
 

@@ -40,7 +40,7 @@ from worker.cli.verbosity import VERBOSE_OPTION
 from worker.db.models import FINAL_JOB_STATES, JOBS, ItemStatus, JobStatus
 from worker.db.session import Database
 from worker.db.views import JOB_STATUS_COLUMNS
-from worker.host import tune_collector
+from worker.host import collector_paused, tune_collector
 from worker.importer import chunks, jobs
 from worker.importer import results as export
 from worker.importer.submit import create, job_options, run_intake
@@ -78,16 +78,16 @@ def submit(
     key_mode: str | None,
 ) -> None:
     """Store FILE's devices as a job and queue it; prints the job id."""
-    settings = settings_from(org_id=org_id, key_mode=key_mode)
-    source = open_input(file, fmt, settings)
-    db = open_database(settings)
+    with collector_paused():  # the rest of the start-up: the driver, and Celery to publish
+        settings = settings_from(org_id=org_id, key_mode=key_mode)
+        source = open_input(file, fmt, settings)
+        db = open_database(settings)
+        from worker.publish import publish_chunks
     job_id = str(uuid.uuid4())
     options = job_options(settings, require_secret=require_secret, intake="cli", key_mode=key_mode)
     create(db, settings, job_id, settings.org_id, str(file.resolve()), options)
     click.echo(job_id)
     sys.stdout.flush()
-    from worker.publish import publish_chunks
-
     tune_collector()
     # Each batch's chunks are published as it is committed: sending starts while reading.
     taken = run_intake(

@@ -92,7 +92,8 @@ def targets(res: Results) -> list[Target]:
                f"{service.rate:,.0f}/s against {peer.rate:,.0f}/s: {service.rate / peer.rate:.0%}",
                service.rate >= PEER_FRACTION * peer.rate),
         Target(f"service ≥ {SDK_FACTOR:.0f}x the SDK loop, end to end",
-               f"{service.rate:,.0f}/s against {sdk:,.0f}/s: {service.rate / sdk:.1f}x",
+               f"{service.rate:,.0f}/s against {sdk:,.0f}/s: {service.rate / sdk:.2f}x (the "
+               f"peer itself: {peer.rate / sdk:.2f}x)",
                service.rate >= SDK_FACTOR * sdk),
         Target(f"`enos-import run` on SQLite ≥ {EMBEDDED_FRACTION:.0%} of the peer",
                f"{embedded.rate:,.0f}/s against {peer.rate:,.0f}/s: "
@@ -282,6 +283,12 @@ NOTES = (
     "sharing its 2 CPUs, PostgreSQL and Redis. With twice the calls in flight they carry twice "
     "the devices (the same number of rounds of calls as the one-host run), and the rate can "
     "double only while the API, not this machine's CPUs, is the bound.",
+    "The SDK target sits next to the peer's own ratio: at this simulator's latency the peer "
+    "is about 7.0-7.1x the SDK loop, so 7x asks the service to be within about 1% of the peer "
+    "end to end. The service's sending keeps pace with the peer's; what it trails by is the "
+    "time before its first call: the submit CLI's interpreter and imports (about 0.7 s of CPU "
+    "here, against the peer's 0.3 s), then the job's row, the intake's lease and the first "
+    "chunk's commit and message (about 0.2 s).",
     "CPU figures move with this shared virtual machine's speed, which changes from hour to hour "
     "(the same peer, doing the same work, has measured from 15 to 58 µs per device on this kind "
     "of machine): the CPU target's line shows the peer's own figure of the same run beside ours.",

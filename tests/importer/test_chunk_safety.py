@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from tests.importer.support import (
+    STEADY,
     assert_enos_matches_rows,
     drive,
     fast_settings,
@@ -149,7 +150,7 @@ def test_chunks_that_split_at_once_never_collide(
     from worker.simulator.state import DEMO_APP_KEY, DEMO_APP_SECRET
 
     sim_store.limits.batch_max = 3
-    settings = fast_settings(batch_size=8, max_concurrency=6)
+    settings = fast_settings(batch_size=8, max_concurrency=6, **STEADY)
     client = _SplitTogether(sim_server, DEMO_APP_KEY, DEMO_APP_SECRET)
     with client:
         client.barrier = threading.Barrier(6)

@@ -47,7 +47,7 @@ def insert_items(session: Session, rows: Sequence[Sequence[Any]]) -> None:
             # plain bytes dumper, which has a C version: the one psycopg picks for a bytea
             # column also accepts its ``Binary`` wrapper, and is Python (a call per cell, half
             # of the COPY's time in this process).
-            from psycopg.types.string import BytesBinaryDumper  # not for SQLite's runner
+            from psycopg.types.string import BytesBinaryDumper  # the SQLite runner never needs it
 
             cursor.adapters.register_dumper(None, BytesBinaryDumper)
             sql = f"COPY import_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN (FORMAT BINARY)"

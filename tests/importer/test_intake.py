@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from worker.db.session import Database
 from worker.enos.validation import is_valid_device_key
+from worker.importer.cells import cells_by_name
 from worker.importer.keys import derive_device_key
 from worker.importer.submit import IntakeResult, create, job_options, run_intake
 from worker.readers.sources import open_source
@@ -246,8 +247,13 @@ def test_non_ascii_payloads_and_cells_are_stored_as_read(
     payload = orjson.loads(items(db, job_id)[2].payload)
     assert payload["deviceName"] == {"defaultValue": name, "i18nValue": {"zh_CN": "风机一号"}}
     assert payload["deviceTags"] == {"site": "Ålesund"}
-    (cells,) = query(db, "SELECT cells FROM import_items WHERE job_id = :job", job=job_id)
-    stored = cells[0] if isinstance(cells[0], dict) else orjson.loads(cells[0])
+    ((cells, columns),) = query(
+        db,
+        "SELECT i.cells, j.columns FROM import_items i JOIN import_jobs j ON j.id = i.job_id "
+        "WHERE i.job_id = :job",
+        job=job_id,
+    )
+    stored = cells_by_name(cells, columns if isinstance(columns, list) else orjson.loads(columns))
     assert stored == {
         "productKey": "pk-wind",
         "deviceKey": "turbine-0001",

@@ -18,6 +18,7 @@ from tests.importer.support import device, fast_settings
 from worker.db.models import CHUNKS, ITEMS, JOBS, ChunkStatus, ItemStatus, JobStatus
 from worker.db.session import Database
 from worker.importer import chunks, jobs
+from worker.importer.cells import cells_by_name
 from worker.importer.submit import COMMIT_ROWS, IntakeResult, create, job_options, run_intake
 from worker.importer.sweeper import sweep
 from worker.readers.sources import InlineSource, SourceError, SourceRow
@@ -392,8 +393,9 @@ def test_source_errors_after_stored_batches_fail_the_job_by_the_rule(db: Databas
 
 
 def test_rows_are_stored_as_the_database_reads_them(db: Database) -> None:
-    """The bulk write keeps every column's own type: ``cells`` is a JSON object (not a JSON
-    string holding one), the payload is the CreateOption's JSON text, keys and states as text."""
+    """The bulk write keeps every column's own type: ``cells`` is a JSON array of the row's
+    values in the order of the job's columns (not a JSON string holding one), the payload is
+    the CreateOption's JSON text, keys and states as text."""
     settings = fast_settings(batch_size=10)
     job_id, options = new_job(db, settings)
     devices = [device(f"t-{n:03d}") for n in range(3)] + [{"deviceKey": "t-bad"}]
@@ -404,7 +406,7 @@ def test_rows_are_stored_as_the_database_reads_them(db: Database) -> None:
                 text("SELECT DISTINCT json_typeof(cells) FROM import_items WHERE job_id = :j"),
                 {"j": job_id},
             ).scalars()
-            assert set(kinds) == {"object"}
+            assert set(kinds) == {"array"}
         rows = session.execute(
             select(
                 ITEMS.c.line_no, ITEMS.c.device_key, ITEMS.c.key_source, ITEMS.c.status,
@@ -413,17 +415,88 @@ def test_rows_are_stored_as_the_database_reads_them(db: Database) -> None:
             .where(ITEMS.c.job_id == job_id)
             .order_by(ITEMS.c.line_no)
         ).all()  # fmt: skip
+    columns = job_row(db, job_id).columns
+    assert columns == ["productKey", "deviceKey", "deviceName", "timezone"]
     first = rows[0]
     assert (first.device_key, first.key_source, first.status) == ("t-000", "file", "pending")
     assert orjson.loads(first.payload) == devices[0]
-    assert first.cells == {
+    assert first.cells == ["pk-meter", "t-000", "Device t-000", "+08:00"]
+    assert cells_by_name(first.cells, columns) == {
         "productKey": "pk-meter", "deviceName": "Device t-000", "timezone": "+08:00",
         "deviceKey": "t-000",
     }  # fmt: skip
     assert (first.attempts, first.retryable) == (0, False)
     bad = rows[-1]
     assert bad.status == ItemStatus.INVALID and bad.payload is None
-    assert bad.cells == {"deviceKey": "t-bad"}
+    assert bad.cells == ["", "t-bad"]  # trailing blank cells are left out
+    assert cells_by_name(bad.cells, columns) == {"deviceKey": "t-bad"}
+
+
+def test_every_stored_batch_names_its_cells_while_the_file_is_read(db: Database) -> None:
+    """A JSON file's columns grow as it is read: each batch stores the columns so far with its
+    rows, so an export taken mid-intake, or of a job whose intake died, has every row's cells,
+    and a column first met late does not move the values of earlier rows."""
+    from worker.importer import results
+
+    settings = fast_settings(batch_size=10)
+    job_id, options = new_job(db, settings)
+    early = [device(f"g-{n:03d}") for n in range(10)]
+    late = [{**device(f"g-{n:03d}"), "deviceTags": {"site": f"s{n}"}} for n in range(10, 20)]
+    seen: list[dict[str, str]] = []
+
+    def export_now() -> None:
+        with db.read() as session:
+            seen.extend(
+                {"key": r["deviceKey"], "name": r["deviceName"], "site": r.get("tag.site", "")}
+                for r in results.rows(session, job_id)
+            )
+
+    # Line 11 is read after the first batch (one chunk of 10) was committed; the intake then
+    # dies at line 15, holding rows 11-14 uncommitted.
+    source = Watched(early + late, {11: export_now, 15: kill})
+    with pytest.raises(Killed):
+        intake(db, settings, job_id, options, source)
+    assert seen == [
+        {"key": f"g-{n:03d}", "name": f"Device g-{n:03d}", "site": ""} for n in range(10)
+    ]
+    assert "tag.site" not in job_row(db, job_id).columns
+    expire_intake(db, job_id)
+    intake(db, settings, job_id, options, InlineSource(early + late))
+    assert job_row(db, job_id).columns[-1] == "tag.site"
+    seen.clear()
+    export_now()
+    assert seen == [
+        {"key": f"g-{n:03d}", "name": f"Device g-{n:03d}", "site": f"s{n}" if n >= 10 else ""}
+        for n in range(20)
+    ]
+
+
+def test_cells_stored_by_name_are_still_read(db: Database) -> None:
+    """Rows stored as a JSON object by column name (before the array form, or a row naming a
+    column its job does not list) export as they are, beside array rows."""
+    from worker.importer import results
+    from worker.importer.cells import CellsEncoder
+
+    settings = fast_settings(batch_size=10)
+    job_id, options = new_job(db, settings)
+    intake(db, settings, job_id, options, InlineSource([device("n-000")]))
+    with db.begin() as session:
+        session.execute(
+            ITEMS.insert().values(
+                job_id=job_id, line_no=2, device_key="n-001", key_source="file",
+                cells={"productKey": "pk-meter", "deviceKey": "n-001", "deviceName": "Old"},
+                status=ItemStatus.INVALID, attempts=0, retryable=False,
+            )
+        )  # fmt: skip
+    with db.read() as session:
+        exported = [(r["deviceKey"], r["deviceName"]) for r in results.rows(session, job_id)]
+    assert exported == [("n-000", "Device n-000"), ("n-001", "Old")]
+    columns = ["productKey", "deviceKey"]
+    encoder = CellsEncoder(columns)
+    assert orjson.loads(encoder.encode({"deviceKey": "k"})) == ["", "k"]
+    assert orjson.loads(encoder.encode({"other": "x"})) == {"other": "x"}
+    columns.append("other")  # the source met a new column: the encoder follows its list
+    assert orjson.loads(encoder.encode({"other": "x"})) == ["", "", "x"]
 
 
 def test_an_outcome_writes_null_for_every_field_it_leaves_out(db: Database) -> None:

@@ -162,7 +162,8 @@ ITEMS = Table(
     Column("key_source", String(8), default=KeySource.FILE, nullable=False),
     # The CreateOption exactly as it will be sent (JSON text: joined into request bodies as is).
     Column("payload", Text),
-    # The input row's own cells, by column name (the results export starts with them).
+    # The input row's own cells (the results export starts with them): a JSON array in the
+    # order of its job's columns, or an object by column name (worker.importer.cells).
     Column("cells", JSON, nullable=False),
     Column("status", String(16), nullable=False),
     Column("asset_id", String(64)),

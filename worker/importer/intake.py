@@ -22,6 +22,7 @@ from worker.db.models import CHUNKS, ITEMS, ChunkStatus, ItemStatus, KeySource
 from worker.db.session import Session
 from worker.enos.validation import check_create_option
 from worker.importer import chunks
+from worker.importer.cells import CellsEncoder
 from worker.importer.keys import derive_device_key
 from worker.readers.sources import SourceRow
 
@@ -141,10 +142,17 @@ class Batch:
     first_line: dict[str, int] = field(default_factory=dict)  # key -> its line in this batch
     suspects: list[int] = field(default_factory=list)  # indexes into rows
 
-    def add(self, job_id: str, row: SourceRow, prepared: Prepared, keys: KeyIndex) -> None:
+    def add(
+        self,
+        job_id: str,
+        row: SourceRow,
+        prepared: Prepared,
+        keys: KeyIndex,
+        encoder: CellsEncoder,
+    ) -> None:
         self.last_line = row.line
         # Copied into a bytearray of its own size: orjson's bytes hold a 4 KB buffer each.
-        cells = bytearray(orjson.dumps(row.cells))
+        cells = bytearray(encoder.encode(row.cells))
         key = prepared.device_key
         if prepared.problems is not None:
             self.invalid += 1

@@ -101,11 +101,13 @@ def store_intake_batch(
     last_line: int,
     lease_s: float,
     content_sha256: str,
+    columns: list[str],
 ) -> bool:
     """Records a batch of the intake on its job, first thing in the batch's transaction (the
     job's row lock then orders it against a cancel, a failure or a split); ``False``: the intake
     is no longer this one's, and the batch must not be written. The job is ``running`` from
-    its first batch: its chunks are sent while the rest of the file is read."""
+    its first batch: its chunks are sent while the rest of the file is read. ``columns``, the
+    file's so far, name the values of the batch's stored cells (:mod:`worker.importer.cells`)."""
     result = session.connection().execute(
         update(JOBS)
         .where(_holding(job_id, token))
@@ -115,6 +117,7 @@ def store_intake_batch(
             intake_line=last_line,
             intake_lease_until=db_epoch() + lease_s,
             source_sha256=content_sha256,
+            columns=list(columns),
             started_at=func.coalesce(JOBS.c.started_at, db_now()),
         )
     )

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from worker.db.models import ITEMS, JOBS, ItemStatus
 from worker.db.session import Session
+from worker.importer.cells import cells_by_name
 
 if TYPE_CHECKING:  # the key's code is loaded only by an export of secrets
     from worker.enos.secret_box import Opener
@@ -52,12 +53,17 @@ def formula_guard(cell: str) -> str:
 
 
 def export_columns(session: Session, job_id: str) -> list[str]:
-    columns = session.execute(select(JOBS.c.columns).where(JOBS.c.id == job_id)).scalar_one()
-    names = [str(c) for c in (columns or [])]
+    names = [str(c) for c in _stored_columns(session, job_id)]
     if _named(names, "deviceKey") is None:
         product = _named(names, "productKey")
         names.insert(0 if product is None else names.index(product) + 1, "deviceKey")
     return names
+
+
+def _stored_columns(session: Session, job_id: str) -> list[Any]:
+    """The job's columns as stored: they name the values of its rows' cells."""
+    columns = session.execute(select(JOBS.c.columns).where(JOBS.c.id == job_id)).scalar_one()
+    return list(columns or [])
 
 
 def _named(names: list[str], field: str) -> str | None:
@@ -75,6 +81,7 @@ def rows(
 ) -> Iterator[dict[str, Any]]:
     """Each device's export row, in line order, streamed from the database."""
     columns = export_columns(session, job_id)
+    stored_columns = _stored_columns(session, job_id)
     key_column = _named(columns, "deviceKey") or "deviceKey"
     query = (
         select(
@@ -97,7 +104,7 @@ def rows(
     for line, cells, key, status, asset, code, message, secret, session_key in session.execute(
         query
     ):
-        cells = cells if isinstance(cells, dict) else orjson.loads(cells or "{}")
+        cells = cells_by_name(cells, stored_columns)
         row: dict[str, Any] = {name: cells.get(name, "") for name in columns}
         row[key_column] = cells.get(key_column) or key or ""
         row.update(

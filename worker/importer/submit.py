@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from worker.db.models import CHUNKS, ITEMS, ItemStatus
 from worker.db.session import Database
 from worker.importer import chunks, intake_lease, jobs
+from worker.importer.cells import CellsEncoder
 from worker.importer.intake import (
     REPEAT_MARK,
     Batch,
@@ -150,6 +151,7 @@ class _Streaming:
         self.keys = KeyIndex()
         self.summary = IntakeSummary()
         self.batch = Batch()
+        self.cells = CellsEncoder(source.columns)
         self.target = self.batch_size  # the first commit: one chunk
         self.started = time.monotonic()
 
@@ -160,7 +162,7 @@ class _Streaming:
                 continue  # stored by an earlier intake of this job
             prepared = prepare_row(row, self.org_id, self.content_sha256, self.key_mode)
             valid_before = self.batch.valid
-            self.batch.add(self.job_id, row, prepared, self.keys)
+            self.batch.add(self.job_id, row, prepared, self.keys, self.cells)
             if self._due(added_valid=self.batch.valid != valid_before):
                 self._commit(final=False)
         self._commit(final=True)
@@ -212,7 +214,7 @@ class _Streaming:
         batch, summary, job_id = self.batch, self.summary, self.job_id
         if batch.rows and not intake_lease.store_intake_batch(
             session, job_id, self.token, len(batch.rows), batch.last_line,
-            self.settings.lease_s, self.content_sha256,
+            self.settings.lease_s, self.content_sha256, self.source.columns,
         ):  # fmt: skip
             raise _FencedOut
         batch.resolve(session, job_id, self.keys)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.readers.source_files import HEADER, meter, read, write
+from worker.importer.cells import cells_by_name
 from worker.readers.sources import (
     IntakeLimits,
     SourceError,
@@ -38,7 +39,8 @@ def test_csv_encodings_line_ends_and_separators(
         (2, meter("meter-0001", "Meter 1"), []),
         (3, meter("meter-0002", "Meter 2", "Asia/Shanghai"), []),
     ]
-    assert rows[0].cells == {
+    assert rows[0].cells == ["pk-meter", "meter-0001", "Meter 1", "+08:00"]
+    assert cells_by_name(rows[0].cells, source.columns) == {
         "productKey": "pk-meter",
         "deviceKey": "meter-0001",
         "deviceName": "Meter 1",
@@ -142,7 +144,7 @@ def test_alias_columns_and_case_insensitive_fixed_names(tmp_path: Path) -> None:
 )
 def test_attribute_cells_take_their_json_type(tmp_path: Path, cell: str, expected: Any) -> None:
     quoted = '"' + cell.replace('"', '""') + '"'
-    _, rows = read(
+    source, rows = read(
         tmp_path, "d.csv", f"{HEADER},attr.a,tag.t\npk-meter,k-001,M,UTC,{quoted},{quoted}\n"
     )
     value = rows[0].option["deviceAttributes"]["a"]
@@ -151,7 +153,7 @@ def test_attribute_cells_take_their_json_type(tmp_path: Path, cell: str, expecte
     # Tags are always strings.
     assert rows[0].option["deviceTags"] == {"t": cell}
     # The row's own cells stay as written.
-    assert rows[0].cells["attr.a"] == cell
+    assert cells_by_name(rows[0].cells, source.columns)["attr.a"] == cell
 
 
 def test_empty_cells_are_absent_fields(tmp_path: Path) -> None:
@@ -161,7 +163,7 @@ def test_empty_cells_are_absent_fields(tmp_path: Path) -> None:
         "pk-meter,meter-0002,,名字,,,,\n"
         "pk-meter\n"
     )
-    _, rows = read(tmp_path, "d.csv", text)
+    source, rows = read(tmp_path, "d.csv", text)
     assert [r.option for r in rows] == [
         {"productKey": "pk-meter", "deviceName": {"defaultValue": "Meter 1"}, "timezone": "+08:00"},
         {
@@ -171,7 +173,7 @@ def test_empty_cells_are_absent_fields(tmp_path: Path) -> None:
         },
         {"productKey": "pk-meter"},
     ]
-    assert rows[0].cells == {
+    assert cells_by_name(rows[0].cells, source.columns) == {
         "productKey": "pk-meter",
         "deviceName": "Meter 1",
         "timezone": "+08:00",
@@ -186,6 +188,20 @@ def test_a_file_without_a_devicekey_column_gets_one_in_its_columns(tmp_path: Pat
         "productKey": "pk-meter",
         "deviceName": {"defaultValue": "M"},
         "timezone": "UTC",
+    }
+    # The row's cells in the order of its columns: the added deviceKey has none.
+    assert rows[0].cells == ["pk-meter", "", "M", "UTC"]
+
+
+def test_cells_follow_the_named_columns_only(tmp_path: Path) -> None:
+    # A column with no name in the header holds nothing the import keeps.
+    source, rows = read(tmp_path, "d.csv", "productKey,,deviceKey,deviceName,\npk,x,k-1,M,y\n")
+    assert source.columns == ["productKey", "deviceKey", "deviceName"]
+    assert rows[0].cells == ["pk", "k-1", "M"]
+    assert rows[0].option == {
+        "productKey": "pk",
+        "deviceKey": "k-1",
+        "deviceName": {"defaultValue": "M"},
     }
 
 

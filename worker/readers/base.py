@@ -48,10 +48,12 @@ class IntakeLimits:
 @dataclass(slots=True)
 class SourceRow:
     """One device of the input. ``line`` is the file line where the row starts (for JSON, the
-    position in ``deviceList``); ``problems`` are reading problems, before any validation."""
+    position in ``deviceList``); ``problems`` are reading problems, before any validation.
+    ``cells`` are the row's own, by column name, or for a tabular file's valid row its cells
+    in the order of the source's ``columns`` (no dict to build: it is stored as that list)."""
 
     line: int
-    cells: dict[str, str]
+    cells: dict[str, str] | list[str]
     option: Any
     problems: list[str] = field(default_factory=list)
 

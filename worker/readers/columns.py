@@ -83,13 +83,32 @@ def typed_attribute(value: str) -> Any:
     return value
 
 
+def _has_device_key(columns: list[Column]) -> bool:
+    return any(c.kind == "field" and c.key == "deviceKey" for c in columns)
+
+
+def column_names(columns: list[Column]) -> list[str]:
+    """A tabular file's columns as its source lists them (``Source.columns``): the header's
+    named columns in order, and ``deviceKey`` second when the header has none (the export
+    shows derived and platform keys there)."""
+    names = [c.name for c in columns]
+    if not _has_device_key(columns):
+        names.insert(1, "deviceKey")
+    return names
+
+
 class RowShape:
     """How a header's columns make a row's CreateOption and its cells: worked out once per file,
     so that each row is a few comprehensions (the intake's most frequent work after parsing)."""
 
     def __init__(self, columns: list[Column]) -> None:
         self.width = max((c.index for c in columns), default=-1) + 1
-        self.named = [(c.index, c.name) for c in columns]
+        # Where each of ``column_names`` takes its cell from (-1: an added deviceKey, no cell).
+        order = [c.index for c in columns]
+        if not _has_device_key(columns):
+            order.insert(1, -1)
+        self.order = order
+        self.in_order = order == list(range(len(order)))  # the cells are the list as they are
         self.fields = [
             (c.index, c.key) for c in columns if c.kind == "field" and c.key != "deviceName"
         ]
@@ -100,12 +119,15 @@ class RowShape:
         self.attributes = [(c.index, c.key) for c in columns if c.kind == "attr"]
         self.tags = [(c.index, c.key) for c in columns if c.kind == "tag"]
 
-    def split(self, cells: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-        """The CreateOption of one row, and its non-empty cells by column name (in the
-        header's order); empty cells are absent fields."""
+    def split(self, cells: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """The CreateOption of one row (empty cells are absent fields), and its cells in the
+        order of ``column_names``."""
         if len(cells) < self.width:
             cells = cells + [""] * (self.width - len(cells))
-        named = {name: value for index, name in self.named if (value := cells[index])}
+        if self.in_order:
+            values = cells if len(cells) == len(self.order) else cells[: len(self.order)]
+        else:
+            values = [cells[index] if index >= 0 else "" for index in self.order]
         option: dict[str, Any] = {
             key: value for index, key in self.fields if (value := cells[index])
         }
@@ -130,7 +152,7 @@ class RowShape:
             tags := {key: value for index, key in self.tags if (value := cells[index])}
         ):
             option["deviceTags"] = tags
-        return option, named
+        return option, values
 
 
 def cells_from_option(option: Any) -> dict[str, str]:

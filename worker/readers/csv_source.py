@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from worker.readers.base import BOM, SourceError, SourceRow, _FileSource
-from worker.readers.columns import Column, HeaderError, RowShape, parse_header
+from worker.readers.columns import Column, HeaderError, RowShape, column_names, parse_header
 
 
 class CsvSource(_FileSource):
@@ -52,10 +52,7 @@ class CsvSource(_FileSource):
         except HeaderError as exc:
             self.error = SourceError(f"line 1 (header): {exc}", 1)
             return
-        names = [c.name for c in columns]
-        if not any(c.kind == "field" and c.key == "deviceKey" for c in columns):
-            names.insert(1, "deviceKey")
-        self._add_columns(names)
+        self._add_columns(column_names(columns))
         yield from self._records(reader, lines, columns, len(header))
 
     def _records(
@@ -102,8 +99,8 @@ class CsvSource(_FileSource):
             if problems:
                 yield SourceRow(start, _cells(columns, cells), None, problems)
                 continue
-            option, named = split(cells)
-            yield SourceRow(start, named, option)
+            option, values = split(cells)
+            yield SourceRow(start, values, option)
 
 
 def _record_error(exc: csv.Error, start: int, end: int, max_field: int) -> str:

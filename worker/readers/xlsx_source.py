@@ -19,7 +19,7 @@ from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 from openpyxl.utils.datetime import from_excel
 
 from worker.readers.base import SourceError, SourceRow, _FileSource
-from worker.readers.columns import Column, HeaderError, RowShape, parse_header
+from worker.readers.columns import Column, HeaderError, RowShape, column_names, parse_header
 from worker.readers.xlsx_book import (
     MAIN_NS,
     Book,
@@ -108,10 +108,7 @@ class XlsxSource(_FileSource):
         except HeaderError as exc:
             self.error = SourceError(f"row {number} (header): {exc}", number)
             return None
-        names = [c.name for c in columns]
-        if not any(c.kind == "field" and c.key == "deviceKey" for c in columns):
-            names.insert(1, "deviceKey")
-        self._add_columns(names)
+        self._add_columns(column_names(columns))
         return columns
 
     def _row(
@@ -131,8 +128,8 @@ class XlsxSource(_FileSource):
         if problems:
             kept = {c.name: values[c.index] for c in columns if values[c.index] != ""}
             return SourceRow(number, kept, None, problems)
-        option, kept = shape.split(values)
-        return SourceRow(number, kept, option)
+        option, row_cells = shape.split(values)
+        return SourceRow(number, row_cells, option)
 
     def _raw_rows(self, source: Any, book: Book) -> Iterator[tuple[int, dict[int, str], list[str]]]:
         """Each ``<row>``: its number, its cells as CSV text by column, its problems."""

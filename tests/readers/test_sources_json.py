@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.readers.source_files import HEADER, meter, read, write
+from worker.importer.cells import cells_by_name
 from worker.readers.sources import (
     IntakeLimits,
     SourceError,
@@ -80,7 +81,7 @@ def test_json_batch_create_body(tmp_path: Path) -> None:
     assert type(rows[0].option["deviceAttributes"]["rated"]) is float
     assert type(rows[0].option["deviceAttributes"]["n"]) is int
     assert rows[1].option == meter("meter-0002", "Meter 2")
-    assert rows[0].cells["attr.rated"] == "1.5"
+    assert cells_by_name(rows[0].cells, source.columns)["attr.rated"] == "1.5"
 
 
 def test_json_bare_array(tmp_path: Path) -> None:

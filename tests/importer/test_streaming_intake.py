@@ -497,6 +497,16 @@ def test_cells_stored_by_name_are_still_read(db: Database) -> None:
     assert orjson.loads(encoder.encode({"other": "x"})) == {"other": "x"}
     columns.append("other")  # the source met a new column: the encoder follows its list
     assert orjson.loads(encoder.encode({"other": "x"})) == ["", "", "x"]
+    # A row holding one of many columns is stored by name, not as an array of blanks.
+    columns.extend(f"attr.a{n}" for n in range(100))
+    assert orjson.loads(encoder.encode({"attr.a99": "v"})) == {"attr.a99": "v"}
+    assert orjson.loads(encoder.encode({"deviceKey": "k", "attr.a1": "v"})) == [
+        "",
+        "k",
+        "",
+        "",
+        "v",
+    ]
 
 
 def test_an_outcome_writes_null_for_every_field_it_leaves_out(db: Database) -> None:

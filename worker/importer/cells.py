@@ -9,8 +9,9 @@ where four did, and the intake's COPY and the outcome UPDATE touch a fifth fewer
 The job's columns are written with every batch of the intake that stores rows, in the same
 transaction, so they name every stored value at any moment; a JSON source's columns only grow
 (a name is appended when a row first uses it), so earlier rows' positions never move. A row
-whose cells name a column the list does not hold (none of today's readers make one) and rows
-stored before this form are JSON objects by name, and are read as they are.
+whose cells name a column the list does not hold (none of today's readers make one), a row
+holding few of many columns (its array would be mostly blanks), and rows stored before this
+form are JSON objects by name, and are read as they are.
 """
 
 from __future__ import annotations
@@ -27,25 +28,34 @@ class CellsEncoder:
 
     def __init__(self, columns: list[str]) -> None:
         self._columns = columns
-        self._names: frozenset[str] = frozenset()
-        self._known = -1
+        self._index: dict[str, int] = {}
 
     def encode(self, cells: dict[str, str] | list[str]) -> bytes:
         """The row's cells as UTF-8 JSON: an array by column when the columns name them all
-        (a list is one already, in the columns' order: ``SourceRow.cells``)."""
+        (a list is one already, in the columns' order: ``SourceRow.cells``), unless the row
+        holds few of many columns (a JSON file whose items each have their own attributes):
+        by name, it is the shorter."""
         if isinstance(cells, list):
             values = cells
         else:
-            columns = self._columns
-            if len(columns) != self._known:
-                self._names, self._known = frozenset(columns), len(columns)
-            if not cells.keys() <= self._names:
+            columns, index = self._columns, self._index
+            if len(columns) != len(index):
+                index = self._index = {name: i for i, name in enumerate(columns)}
+            if not cells.keys() <= index.keys():
                 return orjson.dumps(cells)
-            values = [cells.get(name, "") for name in columns]
+            width = max(map(index.__getitem__, cells), default=-1) + 1
+            if width > 2 * len(cells) + SPARSE_SLACK:
+                return orjson.dumps(cells)
+            values = [cells.get(name, "") for name in columns[:width]]
         end = len(values)
         while end and not values[end - 1]:
             end -= 1
         return orjson.dumps(values if end == len(values) else values[:end])
+
+
+# An array may hold this many more blank places than twice the row's cells before the row is
+# stored by name instead.
+SPARSE_SLACK = 8
 
 
 def cells_by_name(stored: Any, columns: Sequence[Any] | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from worker.context import WorkerContext
 from worker.db.models import CHUNKS, FINAL_JOB_STATES, ITEMS, JOBS
 from worker.db.session import Database
 from worker.enos.client import EnosClient
-from worker.importer import chunks, jobs
+from worker.importer import chunks, jobs, results
 from worker.importer.budget import LocalBudget
 from worker.importer.send import claim_chunk, send_chunk
 from worker.importer.sweeper import sweep
@@ -88,6 +88,12 @@ def test_rollback_deletes_what_the_job_created_and_nothing_else(
     assert [k for k, s in original.items() if s == "rolled_back"] == sorted(statuses)
     assert original["mine-05"] == "created"
     assert original["other-0"] == original["other-1"] == "adopted"
+    # The rollback's export shows each device's own row of the file it undoes.
+    with ctx.db.read() as session:
+        exported = list(results.rows(session, rollback_id))
+    assert {r["deviceKey"]: r["deviceName"] for r in exported} == {
+        f"mine-{n:02d}": f"Device mine-{n:02d}" for n in range(12)
+    }
 
 
 def test_a_device_gone_already_is_not_found_and_a_chunk_done_twice_deletes_once(

@@ -53,17 +53,22 @@ def formula_guard(cell: str) -> str:
 
 
 def export_columns(session: Session, job_id: str) -> list[str]:
-    names = [str(c) for c in _stored_columns(session, job_id)]
-    if _named(names, "deviceKey") is None:
-        product = _named(names, "productKey")
-        names.insert(0 if product is None else names.index(product) + 1, "deviceKey")
-    return names
+    return _export_names(_stored_columns(session, job_id))
 
 
 def _stored_columns(session: Session, job_id: str) -> list[Any]:
     """The job's columns as stored: they name the values of its rows' cells."""
     columns = session.execute(select(JOBS.c.columns).where(JOBS.c.id == job_id)).scalar_one()
     return list(columns or [])
+
+
+def _export_names(stored: list[Any]) -> list[str]:
+    """The export's own columns: the job's, with ``deviceKey`` after ``productKey`` if absent."""
+    names = [str(c) for c in stored]
+    if _named(names, "deviceKey") is None:
+        product = _named(names, "productKey")
+        names.insert(0 if product is None else names.index(product) + 1, "deviceKey")
+    return names
 
 
 def _named(names: list[str], field: str) -> str | None:
@@ -80,8 +85,8 @@ def rows(
     opener: Opener | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Each device's export row, in line order, streamed from the database."""
-    columns = export_columns(session, job_id)
     stored_columns = _stored_columns(session, job_id)
+    columns = _export_names(stored_columns)
     key_column = _named(columns, "deviceKey") or "deviceKey"
     query = (
         select(

@@ -83,18 +83,19 @@ def typed_attribute(value: str) -> Any:
     return value
 
 
-def _has_device_key(columns: list[Column]) -> bool:
-    return any(c.kind == "field" and c.key == "deviceKey" for c in columns)
+def _listed(columns: list[Column]) -> list[tuple[int, str]]:
+    """A tabular file's columns as its source lists them (``Source.columns``), each with the
+    header position of its cell: the header's named columns in order, and ``deviceKey`` second
+    when the header has none (-1: no cell; the export shows derived and platform keys there)."""
+    listed = [(c.index, c.name) for c in columns]
+    if not any(c.kind == "field" and c.key == "deviceKey" for c in columns):
+        listed.insert(1, (-1, "deviceKey"))
+    return listed
 
 
 def column_names(columns: list[Column]) -> list[str]:
-    """A tabular file's columns as its source lists them (``Source.columns``): the header's
-    named columns in order, and ``deviceKey`` second when the header has none (the export
-    shows derived and platform keys there)."""
-    names = [c.name for c in columns]
-    if not _has_device_key(columns):
-        names.insert(1, "deviceKey")
-    return names
+    """The names of a tabular file's columns as its source lists them (``Source.columns``)."""
+    return [name for _, name in _listed(columns)]
 
 
 class RowShape:
@@ -104,10 +105,7 @@ class RowShape:
     def __init__(self, columns: list[Column]) -> None:
         self.width = max((c.index for c in columns), default=-1) + 1
         # Where each of ``column_names`` takes its cell from (-1: an added deviceKey, no cell).
-        order = [c.index for c in columns]
-        if not _has_device_key(columns):
-            order.insert(1, -1)
-        self.order = order
+        self.order = order = [index for index, _ in _listed(columns)]
         self.in_order = order == list(range(len(order)))  # the cells are the list as they are
         self.fields = [
             (c.index, c.key) for c in columns if c.kind == "field" and c.key != "deviceName"

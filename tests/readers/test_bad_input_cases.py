@@ -300,8 +300,10 @@ def test_an_integer_beyond_64_bits_ends_a_json_document_at_its_item(tmp_path: Pa
          "line 1 (header): at least"),
         ("cut.json", b'{"deviceList": [{"productKey": "pk-meter"}, {"prod', "line 2: parse error"),
         ("bytes.csv", HEADER + b"\xff\x00\"\n" + meter(3), "line 2: not valid UTF-8"),
+        ("utf16.csv", (HEADER + meter(1)).decode().encode("utf-16"),
+         'line 1: the file is UTF-16 text (as Excel saves "Unicode Text"), not UTF-8'),
     ],
-    ids=["wide-header", "truncated-json", "bad-bytes"],
+    ids=["wide-header", "truncated-json", "bad-bytes", "utf-16"],
 )  # fmt: skip
 def test_validate_reports_bad_files_without_a_traceback(
     tmp_path: Path, name: str, data: bytes, message: str
@@ -314,3 +316,28 @@ def test_validate_reports_bad_files_without_a_traceback(
     assert done.returncode == 3, done
     assert "Traceback" not in done.stderr, done.stderr
     assert message in done.stdout, done.stdout
+
+
+GOOD_JSON = b'{"productKey": "pk-meter", "deviceName": {"defaultValue": "A"}, "timezone": "UTC"}'
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "summary"),
+    [
+        ("empty.csv", b"", "0 rows, 0 valid, 0 invalid; the file itself has a problem"),
+        ("cut.json", b'{"deviceList": [' + GOOD_JSON + b', 5, {"prod',
+         "2 rows, 1 valid, 1 invalid; the file itself has a problem"),
+        ("header.csv", HEADER, "0 rows, 0 valid, 0 invalid; the file itself has a problem"),
+    ],
+    ids=["empty", "truncated-json", "header-only"],
+)  # fmt: skip
+def test_validate_counts_a_files_own_problem_apart_from_its_rows(
+    tmp_path: Path, name: str, data: bytes, summary: str
+) -> None:
+    path = write(tmp_path, name, data)
+    done = subprocess.run(
+        [str(BIN / "enos-import"), "validate", str(path), "--org", ORG, "--offline"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert f"{path}: {summary}" in " ".join(done.stderr.split()), done.stderr
+    assert done.returncode == 3, done

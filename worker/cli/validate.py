@@ -77,18 +77,21 @@ def validate(
         if key is not None and prepared.payload is not None:
             name = (orjson.loads(prepared.payload).get("deviceName") or {}).get("defaultValue")
             keyed.append((prepared.line, product, key, str(name)))
-    if source.error is not None:
-        problems += 1
-        click.echo(f"{file}: {source.error}")  # the message names its line
+    # The file itself, not one of its rows: counted apart. A file without a row is one that
+    # an import would fail, as the intake does.
+    file_problem = source.error or (None if rows else "the file has no devices")
+    if file_problem is not None:
+        click.echo(f"{file}: {file_problem}")  # a reader's message names its line
     live = 0
     if not offline and settings.access_key:
         live = _live_checks(settings, file, per_product, keyed, product_cap)
     elif not offline:
         stderr.print("no ENOS_IMPORT_ACCESS_KEY: only the documented rules were checked")
-    total = problems + live
+    total = problems + live + (file_problem is not None)
     stderr.print(
         f"{file}: {rows} rows, {rows - problems} valid, {problems} invalid"
-        + ("" if offline or not settings.access_key else f", {live} problems on EnOS"),
+        + ("" if offline or not settings.access_key else f", {live} problems on EnOS")
+        + ("" if file_problem is None else "; the file itself has a problem (above)"),
         highlight=False,
     )
     sys.exit(3 if total else 0)

@@ -10,6 +10,8 @@ from typing import IO, Any
 from worker.readers.base import BOM, SourceError, SourceRow, _FileSource
 from worker.readers.columns import Column, HeaderError, RowShape, column_names, parse_header
 
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
 
 class CsvSource(_FileSource):
     format = "csv"
@@ -20,6 +22,14 @@ class CsvSource(_FileSource):
 
     def _rows(self) -> Iterator[SourceRow]:
         handle = self._stream()
+        if handle.read(2) in UTF16_BOMS:  # Excel's "Unicode Text": every line would be garbled
+            self.error = SourceError(
+                'line 1: the file is UTF-16 text (as Excel saves "Unicode Text"), not UTF-8: '
+                'save it as "CSV UTF-8"',
+                1,
+            )
+            return
+        handle.seek(0)
         lines = _DecodedLines(handle, self.limits.max_field_chars, self.limits.max_item_bytes)
         sample = lines.peek_text(64 * 1024)
         dialect = _sniff(sample)

@@ -60,7 +60,13 @@ def scan(no_wait: bool) -> None:
 
 
 @inbox.command()
-@click.option("--limit", default=50, show_default=True, help="Most recent files shown.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most recent files shown.",
+)
 def status(limit: int) -> None:
     """The files the inbox knows: taken (with their jobs), refused, and still settling."""
     settings = settings_from()

@@ -126,7 +126,13 @@ def _rows_note() -> Callable[[int], None] | None:
 @click.command()
 @click.argument("job_id", required=False)
 @click.option("--watch", is_flag=True, help="Refresh until the job ends.")
-@click.option("--limit", default=20, show_default=True, help="Jobs in the table of recent jobs.")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Jobs in the table of recent jobs.",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="The import_job_status view's row(s) as JSON."
 )

@@ -36,7 +36,11 @@ def metrics() -> None:
 
 
 @metrics.command()
-@click.option("--port", type=int, help="Port to serve /metrics on [env ENOS_IMPORT_METRICS_PORT].")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="Port to serve /metrics on [env ENOS_IMPORT_METRICS_PORT].",
+)
 @click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
 def serve(port: int | None, address: str) -> None:
     """Serve the database's gauges (jobs by state, pending rows, lag, last sweep) until stopped.

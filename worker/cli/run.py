@@ -33,7 +33,11 @@ from worker.host import one_malloc_arena, tune_collector
               help="Rows without deviceKey [env ENOS_IMPORT_KEY_MODE].")  # fmt: skip
 @INSECURE_OPTION
 @VERBOSE_OPTION
-@click.option("--concurrency", type=int, help="Calls in flight [env ENOS_IMPORT_MAX_CONCURRENCY].")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Calls in flight [env ENOS_IMPORT_MAX_CONCURRENCY].",
+)
 def run(
     file: Path,
     org_id: str | None,

@@ -16,7 +16,13 @@ from worker.simulator.state import DEMO_APP_KEY, DEMO_ORG, Limits, Store
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
 @click.option("--seed-demo", is_flag=True, help="Create the demo org, account and products.")
 @click.option(
     "--state",
@@ -33,12 +39,26 @@ from worker.simulator.state import DEMO_APP_KEY, DEMO_ORG, Limits, Store
     show_default=True,
     help="strict: every call needs an issued token and a valid signature.",
 )
-@click.option("--batch-max", type=int, default=1000, show_default=True, help="Devices per batch.")
 @click.option(
-    "--product-cap", type=int, default=10_000, show_default=True, help="Devices per product."
+    "--batch-max",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Devices per batch.",
 )
 @click.option(
-    "--ou-cap", type=int, default=100_000, show_default=True, help="Device assets per OU."
+    "--product-cap",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Devices per product.",
+)
+@click.option(
+    "--ou-cap",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    help="Device assets per OU.",
 )
 @click.option(
     "--mixed-code",

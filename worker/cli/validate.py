@@ -38,7 +38,7 @@ KEY_GROUP = 200
 @FORMAT_OPTION
 @INSECURE_OPTION
 @click.option("--offline", is_flag=True, help="Only the documented rules; do not ask EnOS.")
-@click.option("--product-cap", type=int, default=PRODUCT_CAP, show_default=True,
+@click.option("--product-cap", type=click.IntRange(min=0), default=PRODUCT_CAP, show_default=True,
               help="Devices a product may hold on this EnOS.")  # fmt: skip
 def validate(
     file: Path,

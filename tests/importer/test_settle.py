@@ -7,9 +7,13 @@ was lost; EnOS must end up holding exactly one device per created or adopted row
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Iterator, Sequence
+from unittest import mock
 
 import pytest
+from rich.console import Console
 from sqlalchemy import select, update
 
 from tests.importer.support import (
@@ -22,6 +26,8 @@ from tests.importer.support import (
     rows,
     start_job,
 )
+from worker.cli import common as cli_common
+from worker.cli.common import job_view
 from worker.context import WorkerContext
 from worker.db.models import CHUNKS
 from worker.db.session import Database
@@ -288,4 +294,63 @@ def test_rows_of_a_full_product_never_sent_can_be_retried(
         assert jobs.retry_job(session, started.job_id, ctx.settings.batch_size) == 6
         again = chunks.publish_due(session, started.job_id, 4, 1.0)
     assert drive(ctx, IntakeResult(started.job_id, None, again)) == "completed"
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])
+
+
+def test_a_job_whose_chunk_waits_to_be_sent_again_says_why(
+    ctx: WorkerContext, sim_app, sim_store: Store
+) -> None:
+    """What an operator watching a job that does not move reads (`status`, the progress bar of
+    `run` and `submit --wait`): the last error of the chunk to send again, and its attempts."""
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    first, second = started.publish[:2]
+    before = job_view(ctx.db, started.job_id)
+    assert before is not None and before.retry is None and before.retrying is None
+
+    sim_app.state.api.faults = FaultProfile(http503=1.0)
+    assert send_chunk(ctx, first).chunk_state == "pending"
+    sim_app.state.api.faults = FaultProfile()
+    assert send_chunk(ctx, second).chunk_state == "done"  # a chunk that went through: silent
+    view = job_view(ctx.db, started.job_id)
+    assert view is not None and view.retry is not None
+    attempts, error = view.retry
+    assert attempts == 1 and "503" in error, view.retry
+    assert view.retrying == f"sending again after 1 attempt: {error}"
+
+    assert drive(ctx, started) == "completed"
+    final = job_view(ctx.db, started.job_id)
+    assert final is not None and final.retry is None
+    assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])
+
+
+def test_the_progress_bar_tells_each_error_that_holds_a_job_back_once(
+    ctx: WorkerContext, sim_app, sim_store: Store
+) -> None:
+    started = start_job(ctx.db, ctx.settings, meters(1, 8))
+    first = started.publish[0]
+    sim_app.state.api.faults = FaultProfile(http503=1.0)
+    assert send_chunk(ctx, first).chunk_state == "pending"
+    sim_app.state.api.faults = FaultProfile()
+    ticks: list[int] = []
+    views_while_held: list[int] = []
+
+    def tick() -> None:  # the follower's poll: the job moves on at its 30th (~0.3 s)
+        ticks.append(1)
+        if len(ticks) == 30:
+            views_while_held.append(views.call_count)
+            due_now(ctx.db, first)
+            drive(ctx, started)
+
+    shown = io.StringIO()
+    terminal = Console(file=shown, force_terminal=True, width=120)
+    with (
+        mock.patch.object(cli_common, "stderr", terminal),
+        mock.patch.object(sys.stderr, "isatty", return_value=True),
+        mock.patch.object(cli_common, "job_view", side_effect=cli_common.job_view) as views,
+    ):
+        view = cli_common.follow(ctx.db, started.job_id, poll_s=0.01, tick=tick)
+    assert view.status == "completed"
+    assert views_while_held[0] >= 2  # the bar was drawn again while the chunk waited
+    told = [line for line in shown.getvalue().splitlines() if "retrying: " in line]
+    assert len(told) == 1 and "503" in told[0], shown.getvalue()
     assert_enos_matches_rows(sim_store, ctx.db, [started.job_id])

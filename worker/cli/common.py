@@ -99,6 +99,14 @@ class JobView:
     finished_at: datetime | None
     created_at: datetime | None
     open_chunks: str | None = None  # what the job is waiting for, while it is not final
+    retry: tuple[int, str] | None = None  # attempts and last error of a chunk to send again
+
+    @property
+    def retrying(self) -> str | None:
+        if self.retry is None:
+            return None
+        attempts, error = self.retry
+        return f"sending again after {attempts} attempt{'s' if attempts != 1 else ''}: {error}"
 
     @property
     def done(self) -> int:
@@ -134,9 +142,10 @@ def job_view(
             counts = Counter(finished["counts"])
         else:
             counts = jobs.item_counts(session, job_id)
-        waiting = None
+        waiting = retry = None
         if row.status not in FINAL_JOB_STATES:
             waiting = jobs.open_chunks_note(session, job_id)
+            retry = jobs.last_retry(session, job_id)
             if row.status == JobStatus.RUNNING and row.intake_lease_until is not None:
                 reading = f"the file is still being read ({row.total} rows stored so far)"
                 waiting = f"{reading}; {waiting}" if waiting else reading
@@ -152,6 +161,7 @@ def job_view(
         finished_at=row.finished_at,
         created_at=row.created_at,
         open_chunks=waiting,
+        retry=retry,
     )
 
 
@@ -233,6 +243,7 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
         listening(db.engine, events.CHANNEL, events.COUNTS_CHANNEL) as listener,
     ):
         task = progress.add_task("job", total=None, state="queued", rate="")
+        told: set[str] = set()  # the errors told above the bar: each one once
         next_view = 0.0
         while True:
             if tick is not None:
@@ -258,6 +269,11 @@ def follow(db: Database, job_id: str, poll_s: float = 1.0, tick: Any = None) -> 
                     state=view.status,
                     rate=f"{rate:,.0f}/s" if rate else "",
                 )
+                if show and view.retry is not None and view.retry[1] not in told:
+                    told.add(view.retry[1])  # why the bar does not move: EnOS down, a wrong URL
+                    progress.console.print(
+                        f"retrying: {view.retry[1]}", style="yellow", markup=False
+                    )
                 if view.status in FINAL_JOB_STATES:
                     return view
             finished = counts_note(listener.notes(poll_s), job_id) or finished

@@ -266,3 +266,24 @@ def open_chunks_note(session: Session, job_id: str) -> str | None:
     if waiting:
         parts.append(f"{waiting} waiting to be sent")
     return ", ".join(parts) or None
+
+
+def last_retry(session: Session, job_id: str) -> tuple[int, str] | None:
+    """Why the job's chunks wait to be sent again: the attempts and last error of its most tried
+    waiting chunk. What an operator watching a job that does not move needs (EnOS down, a wrong
+    URL, refused credentials); ``None`` while no waiting chunk has failed."""
+    row = (
+        session.connection()
+        .execute(
+            select(CHUNKS.c.attempts, CHUNKS.c.last_error)
+            .where(
+                CHUNKS.c.job_id == job_id,
+                CHUNKS.c.status == ChunkStatus.PENDING,
+                CHUNKS.c.last_error.is_not(None),
+            )
+            .order_by(CHUNKS.c.attempts.desc(), CHUNKS.c.id.desc())
+            .limit(1)
+        )
+        .first()
+    )
+    return None if row is None else (row.attempts, row.last_error)

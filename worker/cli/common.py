@@ -197,6 +197,8 @@ MIN_PREFIX = 6
 def resolve_job_id(db: Database, given: str) -> str:
     """The full id of the one job whose id starts with ``given``; a clean error otherwise."""
     given = given.strip().lower()
+    if not given:
+        raise click.ClickException("no job id given (a job id, or at least 6 of its characters)")
     with db.read() as session:
         if session.execute(select(JOBS.c.id).where(JOBS.c.id == given)).first() is not None:
             return given

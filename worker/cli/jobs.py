@@ -221,10 +221,10 @@ def _job_table(view: JobView) -> Table:
     table.add_row("finished", str(view.finished_at or "-"))
     if view.open_chunks:
         table.add_row("waiting for", view.open_chunks)
-    if view.retrying:
-        table.add_row("retrying", view.retrying)
         if view.status not in FINAL_JOB_STATES and not view.counts.get(ItemStatus.PENDING):
             table.add_row("note", "every row is final; the job ends once these chunks close")
+    if view.retrying:
+        table.add_row("retrying", view.retrying)
     if view.last_error:
         table.add_row("error", view.last_error)
     return table

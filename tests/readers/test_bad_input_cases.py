@@ -293,6 +293,13 @@ def test_an_integer_beyond_64_bits_ends_a_json_document_at_its_item(tmp_path: Pa
 
 
 # --------------------------------------------------------------------- the command, bad files
+def validate_offline(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "enos-import"), "validate", str(path), "--org", ORG, "--offline"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=path.parent,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [
@@ -309,10 +316,7 @@ def test_validate_reports_bad_files_without_a_traceback(
     tmp_path: Path, name: str, data: bytes, message: str
 ) -> None:
     path = write(tmp_path, name, data)
-    done = subprocess.run(
-        [str(BIN / "enos-import"), "validate", str(path), "--org", ORG, "--offline"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
-    )  # fmt: skip
+    done = validate_offline(path)
     assert done.returncode == 3, done
     assert "Traceback" not in done.stderr, done.stderr
     assert message in done.stdout, done.stdout
@@ -335,9 +339,6 @@ def test_validate_counts_a_files_own_problem_apart_from_its_rows(
     tmp_path: Path, name: str, data: bytes, summary: str
 ) -> None:
     path = write(tmp_path, name, data)
-    done = subprocess.run(
-        [str(BIN / "enos-import"), "validate", str(path), "--org", ORG, "--offline"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
-    )  # fmt: skip
+    done = validate_offline(path)
     assert f"{path}: {summary}" in " ".join(done.stderr.split()), done.stderr
     assert done.returncode == 3, done
